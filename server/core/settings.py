@@ -1,0 +1,105 @@
+"""Configuration from `DATAMILL_*` environment variables, validated at start-up.
+
+Every setting is listed with its default in the README (`make settings-doc`
+regenerates that table from this class).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ObjectStoreKind(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """datamill's settings. Names are the environment variables without `DATAMILL_`."""
+
+    model_config = SettingsConfigDict(env_prefix="DATAMILL_", extra="ignore", frozen=True)
+
+    # Connections
+    database_url: str = Field(description="PostgreSQL conninfo or URL (libpq syntax).")
+    redis_url: str = Field(description="Redis URL for the work queue, e.g. redis://host:6379/0.")
+    queue_name: str = Field("datamill", min_length=1, description="Redis stream that carries job wake-ups.")
+    db_pool_min: int = Field(2, ge=1, description="Minimum PostgreSQL connections per process.")
+    db_pool_max: int = Field(10, ge=1, description="Maximum PostgreSQL connections per process.")
+
+    # Server
+    listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server listens on.")
+    shutdown_grace_seconds: PositiveSeconds = Field(10.0, description="How long SIGTERM lets RPCs drain.")
+    health_interval_seconds: PositiveSeconds = Field(2.0, description="How often health re-checks PostgreSQL and Redis.")
+    watch_keepalive_seconds: PositiveSeconds = Field(15.0, description="Idle time before WatchJob sends a keepalive.")
+    reflection: bool = Field(True, description="Serve gRPC server reflection.")
+
+    # Job lifecycle
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts per job before it fails for good.")
+    lease_seconds: PositiveSeconds = Field(30.0, description="A claimed job's lease; renewed while it runs.")
+    sweep_interval_seconds: PositiveSeconds = Field(1.0, description="How often the sweeper looks for stuck jobs.")
+    redispatch_after_seconds: PositiveSeconds = Field(
+        30.0, description="A QUEUED job not claimed within this time is dispatched again."
+    )
+    retry_backoff_base_seconds: PositiveSeconds = Field(2.0, description="First retry delay; doubles per attempt.")
+    retry_backoff_max_seconds: PositiveSeconds = Field(300.0, description="Upper bound of the retry delay.")
+
+    # Generate
+    generate_chunk_rows: int = Field(
+        25_000, ge=100, le=10_000_000, description="Rows per durable checkpoint (one COPY per transaction)."
+    )
+    max_generate_rows: int = Field(1_000_000_000, ge=1, description="Largest row count one Generate may ask for.")
+    max_fields: int = Field(500, ge=1, description="Most fields one schema may have.")
+
+    # Object storage
+    object_store: ObjectStoreKind = Field(ObjectStoreKind.LOCAL, description="`local` or `s3`.")
+    local_object_dir: Path = Field(Path(".datamill/objects"), description="Directory of the local object store.")
+    s3_endpoint: str = Field("", description="S3 endpoint host:port, e.g. minio:9000.")
+    s3_access_key: str = Field("", description="S3 access key.")
+    s3_secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
+    s3_bucket: str = Field("datamill", description="Bucket for uploads and exports.")
+    s3_region: str = Field("us-east-1", description="S3 region (also lets presigning work offline).")
+    s3_secure: bool = Field(False, description="Use HTTPS for S3.")
+
+    # Logs
+    log_level: str = Field("info", pattern="(?i)^(debug|info|warning|error)$", description="Log level.")
+    log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.db_pool_max < self.db_pool_min:
+            raise ValueError("DATAMILL_DB_POOL_MAX must be >= DATAMILL_DB_POOL_MIN")
+        if self.object_store is ObjectStoreKind.S3 and not (self.s3_endpoint and self.s3_access_key):
+            raise ValueError("DATAMILL_OBJECT_STORE=s3 needs DATAMILL_S3_ENDPOINT and DATAMILL_S3_ACCESS_KEY")
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"DATAMILL_LISTEN must be host:port, got {self.listen!r}")
+        if self.lease_seconds < 3 * self.sweep_interval_seconds:
+            raise ValueError("DATAMILL_LEASE_SECONDS must be at least 3x DATAMILL_SWEEP_INTERVAL_SECONDS")
+        return self
+
+
+def load_settings() -> Settings:
+    """Read and validate settings, or exit with a message naming each bad variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # required values come from the environment
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "DATAMILL_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        sys.stderr.write("datamill: invalid configuration\n" + "\n".join(lines) + "\n")
+        raise SystemExit(2) from None
