@@ -9,6 +9,7 @@
     ├── PermissionDenied           PERMISSION_DENIED  no
     ├── Unauthenticated            UNAUTHENTICATED    no
     ├── DataLoss                   DATA_LOSS          no
+    ├── Unimplemented              UNIMPLEMENTED      no
     ├── ResourceExhausted          RESOURCE_EXHAUSTED yes, after retry_after
     └── Unavailable                UNAVAILABLE        yes, after retry_after
 
@@ -40,6 +41,7 @@ class Code(StrEnum):
     DATA_LOSS = "DATA_LOSS"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
     INTERNAL = "INTERNAL"
 
 
@@ -145,3 +147,8 @@ class Unavailable(DatamillError):
     code = Code.UNAVAILABLE
     reason = "UNAVAILABLE"
     retryable = True
+
+
+class Unimplemented(DatamillError):
+    code = Code.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"

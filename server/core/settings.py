@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     # Server
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server listens on.")
     shutdown_grace_seconds: PositiveSeconds = Field(10.0, description="How long SIGTERM lets RPCs drain.")
-    health_interval_seconds: PositiveSeconds = Field(2.0, description="How often health re-checks PostgreSQL and Redis.")
+    health_interval_seconds: PositiveSeconds = Field(
+        2.0, description="How often health re-checks PostgreSQL and Redis."
+    )
     watch_keepalive_seconds: PositiveSeconds = Field(15.0, description="Idle time before WatchJob sends a keepalive.")
     reflection: bool = Field(True, description="Serve gRPC server reflection.")
 

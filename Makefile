@@ -1,0 +1,63 @@
+# One command per habit. Everything runs from the project's own venv (.venv),
+# which `make venv` builds from pyproject.toml; buf comes from npm (package.json).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo dev test check lint typecheck proto proto-check buf-lint unit integration e2e bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+node_modules/.bin/buf: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# README command 1: the whole service on embedded PostgreSQL and Redis, a real Generate watched to the end.
+demo: $(STAMP)
+	$(BIN)/datamill dev --demo --data-dir .datamill/demo
+
+dev: $(STAMP)
+	$(BIN)/datamill dev
+
+# README command 2: every check CI runs.
+test: $(STAMP) proto-check buf-lint lint typecheck
+	$(BIN)/pytest -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+proto: $(STAMP)
+	$(BIN)/python scripts/protogen.py
+
+proto-check: $(STAMP)
+	$(BIN)/python scripts/protogen.py --check
+
+buf-lint: node_modules/.bin/buf
+	npx --no-install buf lint
+	npx --no-install buf build -o /dev/null
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .datamill

@@ -1,0 +1,124 @@
+"""The one mapping from datamill errors to gRPC statuses with google.rpc details.
+
+`unary` and `stream` wrap servicer methods (one decorator per RPC shape), so no
+method repeats try/except/abort. An unexpected exception is logged with its
+traceback and becomes INTERNAL with a generic message: its text never leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.core.errors import ERROR_DOMAIN, Code, DatamillError, InvalidArgument
+
+log = structlog.get_logger(__name__)
+
+GRPC_CODES: dict[Code, grpc.StatusCode] = {code: getattr(grpc.StatusCode, code.value) for code in Code}
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Self_ = TypeVar("Self_")
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(exc: DatamillError) -> status_pb2.Status:
+    details = [_pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata))]
+    if isinstance(exc, InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in exc.violations
+                    ]
+                )
+            )
+        )
+    if exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(exc.retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status_pb2.Status(code=getattr(code_pb2, exc.code.value), message=exc.message, details=details)
+
+
+def stored_error_to_status(error: dict[str, Any]) -> status_pb2.Status:
+    """A job's stored error (see store.error_json) as a google.rpc.Status."""
+    code_name = str(error.get("code", "INTERNAL"))
+    info = error_details_pb2.ErrorInfo(
+        reason=str(error.get("reason", code_name)),
+        domain=ERROR_DOMAIN,
+        metadata={str(k): str(v) for k, v in (error.get("metadata") or {}).items()},
+    )
+    return status_pb2.Status(
+        code=getattr(code_pb2, code_name, code_pb2.INTERNAL),
+        message=str(error.get("message", "")),
+        details=[_pack(info)],
+    )
+
+
+def _internal() -> status_pb2.Status:
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message="internal error",
+        details=[_pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN))],
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    if isinstance(exc, DatamillError):
+        log.info("rpc_error", code=exc.code.value, reason=exc.reason, message=exc.message)
+        status = to_status(exc)
+    else:
+        log.error("rpc_internal_error", exc_info=exc)
+        status = _internal()
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+def unary(
+    method: Callable[[Self_, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
+) -> Callable[[Self_, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    @functools.wraps(method)
+    async def wrapper(self: Self_, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # the single place errors become statuses
+            await _abort(context, exc)
+            raise AssertionError("unreachable: abort raises") from exc
+
+    return wrapper
+
+
+def stream(
+    method: Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Resp]], AsyncIterator[Resp]],
+) -> Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Resp]], AsyncIterator[Resp]]:
+    @functools.wraps(method)
+    async def wrapper(self: Self_, request: Req, context: grpc.aio.ServicerContext[Any, Resp]) -> AsyncIterator[Resp]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except asyncio.CancelledError:
+            raise  # never swallow: grpc #43360
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001  # the single place errors become statuses
+            await _abort(context, exc)
+
+    return wrapper

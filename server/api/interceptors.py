@@ -1,0 +1,83 @@
+"""Server interceptors: bind method and request_id to the log context and log each RPC once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return value[:128]
+    return uuid.uuid4().hex
+
+
+def _code(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "OK"
+
+
+class LoggingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each handler so that the bound context lives in the RPC's own task."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        if method.startswith(("/grpc.health", "/grpc.reflection")):
+            return handler
+
+        def unary_wrapper(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                start = time.perf_counter()
+                with structlog.contextvars.bound_contextvars(method=method, request_id=_request_id(context)):
+                    try:
+                        return await behavior(request, context)
+                    finally:
+                        log.info("rpc", code=_code(context), ms=round((time.perf_counter() - start) * 1000, 2))
+
+            return wrapped
+
+        def stream_wrapper(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                start = time.perf_counter()
+                with structlog.contextvars.bound_contextvars(method=method, request_id=_request_id(context)):
+                    try:
+                        async for item in behavior(request, context):
+                            yield item
+                    finally:
+                        log.info("rpc", code=_code(context), ms=round((time.perf_counter() - start) * 1000, 2))
+
+            return wrapped
+
+        h: Any = handler
+        if h.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                unary_wrapper(h.unary_unary), h.request_deserializer, h.response_serializer
+            )
+        if h.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                unary_wrapper(h.stream_unary), h.request_deserializer, h.response_serializer
+            )
+        if h.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                stream_wrapper(h.unary_stream), h.request_deserializer, h.response_serializer
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            stream_wrapper(h.stream_stream), h.request_deserializer, h.response_serializer
+        )

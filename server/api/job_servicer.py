@@ -1,0 +1,121 @@
+"""JobService: parse, delegate to the core, build the reply."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from datamill.v1 import job_service_pb2 as pb
+from datamill.v1 import job_service_pb2_grpc
+from server.api import convert
+from server.api.context import tenant_of
+from server.api.errors import stream, to_status, unary
+from server.core.errors import Unimplemented
+from server.core.events import EventHub
+from server.core.jobs import JobDomain
+from server.core.models import EventRow
+from server.core.watch import Ended, EndReason, Keepalive, Subscribed, WatchMessage, WatchSession
+
+Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+_END_REASONS = {
+    EndReason.TERMINAL: pb.WATCH_END_REASON_TERMINAL,
+    EndReason.UNSUBSCRIBED: pb.WATCH_END_REASON_UNSUBSCRIBED,
+    EndReason.ERROR: pb.WATCH_END_REASON_ERROR,
+}
+
+
+class JobServicer(job_service_pb2_grpc.JobServiceServicer):
+    def __init__(self, domain: JobDomain, hub: EventHub, *, keepalive_seconds: float) -> None:
+        self._domain = domain
+        self._hub = hub
+        self._keepalive = keepalive_seconds
+
+    @unary
+    async def Generate(self, request: pb.GenerateRequest, context: Ctx) -> pb.GenerateResponse:
+        job, _ = await self._domain.generate(
+            tenant_of(context),
+            dataset_name=request.dataset_name,
+            schema=convert.schema_spec(request.schema),
+            request_id=request.request_id or None,
+        )
+        return pb.GenerateResponse(job=convert.job(job))
+
+    @stream
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.UploadRequest], context: Ctx
+    ) -> AsyncIterator[pb.UploadResponse]:
+        raise Unimplemented("Upload is not available yet")
+        yield  # pragma: no cover  # makes this an async generator
+
+    @unary
+    async def Export(self, request: pb.ExportRequest, context: Ctx) -> pb.ExportResponse:
+        raise Unimplemented("Export is not available yet")
+
+    @unary
+    async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=convert.job(await self._domain.get(tenant_of(context), request.job_id)))
+
+    @unary
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:
+        page = await self._domain.list(
+            tenant_of(context),
+            kind=convert.kind_filter(request.kind),
+            state=convert.state_filter(request.state),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListJobsResponse(jobs=[convert.job(j) for j in page.items], next_page_token=page.next_page_token)
+
+    @unary
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
+        return pb.CancelJobResponse(job=convert.job(await self._domain.cancel(tenant_of(context), request.job_id)))
+
+    @stream
+    async def WatchJob(
+        self, request_iterator: AsyncIterator[pb.WatchJobRequest], context: Ctx
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        session = WatchSession(self._domain.store, self._hub, tenant_of(context), keepalive_seconds=self._keepalive)
+
+        async def read_requests() -> None:
+            try:
+                async for request in request_iterator:
+                    action = request.WhichOneof("action")
+                    if action == "subscribe":
+                        sub = request.subscribe
+                        after = sub.after_sequence if sub.HasField("after_sequence") else 0
+                        await session.subscribe(sub.job_id, after)
+                    elif action == "unsubscribe":
+                        await session.unsubscribe(request.unsubscribe.job_id)
+            finally:
+                session.input_finished()
+
+        reader = asyncio.create_task(read_requests(), name="watch-reader")
+        try:
+            async for message in session.messages():
+                yield _watch_response(message)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await session.close()
+
+
+def _watch_response(message: WatchMessage) -> pb.WatchJobResponse:
+    if isinstance(message, EventRow):
+        return pb.WatchJobResponse(event=convert.event(message))
+    if isinstance(message, Subscribed):
+        return pb.WatchJobResponse(subscribed=pb.WatchSubscribed(job_id=message.job_id))
+    if isinstance(message, Ended):
+        ended = pb.WatchEnded(job_id=message.job_id, reason=_END_REASONS[message.reason])
+        if message.error is not None:
+            ended.status.CopyFrom(to_status(message.error))
+        return pb.WatchJobResponse(ended=ended)
+    if isinstance(message, Keepalive):
+        now = timestamp_pb2.Timestamp()
+        now.FromDatetime(message.time)
+        return pb.WatchJobResponse(keepalive=pb.WatchKeepalive(time=now))
+    raise TypeError(f"unexpected watch message {message!r}")

@@ -1,0 +1,60 @@
+"""The sweeper: the reason a lost Redis message or a dead worker costs only time.
+
+Each round it (1) requeues RUNNING jobs whose lease expired, with backoff, or
+fails them after max_attempts, and (2) dispatches QUEUED jobs that are due and
+were never handed off, or whose hand-off is older than `redispatch_after`.
+Rows are taken with SKIP LOCKED, so any number of server replicas may sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import structlog
+
+from server.core.dispatch import Dispatcher
+from server.core.errors import DatamillError
+from server.core.retry import backoff_seconds
+from server.core.settings import Settings
+from server.core.store import JobStore
+
+log = structlog.get_logger(__name__)
+
+BATCH = 200
+
+
+class Sweeper:
+    def __init__(self, store: JobStore, dispatcher: Dispatcher, settings: Settings) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._backoff = functools.partial(
+            backoff_seconds, base=settings.retry_backoff_base_seconds, cap=settings.retry_backoff_max_seconds
+        )
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except DatamillError as exc:  # database or queue down: try again next round
+                log.warning("sweep_failed", error=str(exc))
+            except Exception:
+                log.exception("sweep_crashed")
+            await asyncio.sleep(self._settings.sweep_interval_seconds)
+
+    async def sweep_once(self) -> tuple[int, int]:
+        """One round; returns (jobs requeued or failed, jobs dispatched)."""
+        changed = await self._store.sweep_expired(limit=BATCH, backoff=self._backoff)
+        for job in changed:
+            log.warning("lease_expired", job_id=str(job.id), state=job.state.value, attempt=job.attempt)
+        due = await self._store.due_for_dispatch(limit=BATCH, redispatch_after=self._settings.redispatch_after_seconds)
+        for job_id in due:
+            try:
+                await self._dispatcher.dispatch(job_id)
+            except Exception as exc:  # noqa: BLE001  # retried next round
+                log.warning("redispatch_failed", job_id=str(job_id), error=str(exc))
+                await self._store.mark_undispatched(job_id)
+        if due:
+            log.info("jobs_dispatched_by_sweeper", count=len(due))
+        return len(changed), len(due)

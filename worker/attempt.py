@@ -1,0 +1,52 @@
+"""One attempt at a job: the lease token that fences its writes, and its cancel flag."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from server.core.models import JobRow, JobState
+from server.core.settings import Settings
+from server.core.store import JobStore
+
+
+class JobCancelled(Exception):  # a signal that unwinds the job body
+    """CancelJob was called; stop and remove partial data."""
+
+
+@dataclass
+class Attempt:
+    job: JobRow
+    lease_token: uuid.UUID
+    store: JobStore
+    settings: Settings
+    cancel_requested: bool = field(default=False)
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancel_requested:
+            raise JobCancelled(str(self.job.id))
+
+    async def checkpoint(self, conn: psycopg.AsyncConnection[Any], *, done: int) -> None:
+        """Record progress in the caller's transaction (raises LeaseLost if taken over)."""
+        if await self.store.checkpoint(
+            conn, self.job.id, self.lease_token, done=done, lease_seconds=self.settings.lease_seconds
+        ):
+            self.cancel_requested = True
+
+    async def succeed(self, conn: psycopg.AsyncConnection[Any], *, result: dict[str, Any], done: int) -> JobRow:
+        return await self.store.finish(
+            conn, self.job.id, self.lease_token, state=JobState.SUCCEEDED, result=result, done=done
+        )
+
+
+class JobBody(Protocol):
+    """What the runner needs from each kind of job."""
+
+    async def run(self, attempt: Attempt) -> None:
+        """Do the work, ending with `attempt.succeed` in the last transaction."""
+
+    async def cleanup(self, conn: psycopg.AsyncConnection[Any], job: JobRow) -> None:
+        """Remove partial data, inside the transaction that fails or cancels the job."""

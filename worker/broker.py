@@ -1,0 +1,51 @@
+"""Taskiq wiring shared by the server (which sends) and the workers (which run).
+
+RedisStreamBroker is the only taskiq-redis broker that acknowledges after the
+task ends (XREADGROUP/XACK/XAUTOCLAIM). PITFALLS.md lists its traps; each
+setting below answers one. Redis carries only wake-ups: PostgreSQL's sweeper
+re-dispatches anything Redis loses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+from redis.asyncio import Redis
+from taskiq.kicker import AsyncKicker
+from taskiq_redis import RedisStreamBroker
+
+RUN_JOB_TASK: Final = "datamill.run_job"
+CONSUMER_GROUP: Final = "datamill-workers"
+
+
+def make_broker(redis_url: str, queue_name: str) -> RedisStreamBroker:
+    return RedisStreamBroker(
+        url=redis_url,
+        queue_name=queue_name,
+        consumer_group_name=CONSUMER_GROUP,
+        # "0", not "$": messages sent before the group existed are still read.
+        consumer_id="0",
+        # XACK does not trim; the sweeper covers anything trimmed unread.
+        maxlen=100_000,
+        # A job runs as long as it needs; its lease in PostgreSQL, not this
+        # timeout, decides when it is taken over (taskiq-redis #101).
+        idle_timeout=6 * 3600 * 1000,
+        unacknowledged_lock_timeout=30,
+        xread_block=1000,
+    )
+
+
+class TaskiqDispatcher:
+    """`server.core.dispatch.Dispatcher` over a RedisStreamBroker."""
+
+    def __init__(self, broker: RedisStreamBroker) -> None:
+        self._broker = broker
+        self._kicker: AsyncKicker[[str], None] = AsyncKicker(task_name=RUN_JOB_TASK, broker=broker, labels={})
+
+    async def dispatch(self, job_id: uuid.UUID) -> None:
+        await self._kicker.kiq(str(job_id))
+
+    async def ping(self) -> None:
+        async with Redis(connection_pool=self._broker.connection_pool) as redis:
+            await redis.ping()

@@ -1,0 +1,48 @@
+"""The taskiq application: `taskiq worker worker.tasks:broker`, started by `datamill-worker`.
+
+Tasks are thin: they hand a job id to the JobRunner. Pools open in
+WORKER_STARTUP and close in WORKER_SHUTDOWN, because workers are forked
+processes (PITFALLS.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import structlog
+from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
+
+from server.core.logging import configure_logging
+from server.core.models import JobKind
+from server.core.settings import load_settings
+from server.core.store import JobStore, open_pool
+from worker.broker import RUN_JOB_TASK, make_broker
+from worker.jobs.generate import GenerateJob
+from worker.runner import JobRunner
+
+settings = load_settings()
+broker = make_broker(settings.redis_url, settings.queue_name)
+log = structlog.get_logger(__name__)
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def _startup(state: TaskiqState) -> None:
+    configure_logging(settings.log_level, settings.log_format.value)
+    pool = await open_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="datamill-worker")
+    store = JobStore(pool)
+    state.pool = pool
+    state.runner = JobRunner(store, settings, {JobKind.GENERATE: GenerateJob()})
+    log.info("worker_started", queue=settings.queue_name)
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def _shutdown(state: TaskiqState) -> None:
+    await state.pool.close()
+    log.info("worker_stopped")
+
+
+@broker.task(task_name=RUN_JOB_TASK)
+async def run_job(job_id: str, context: Annotated[Context, TaskiqDepends()]) -> None:
+    runner: JobRunner = context.state.runner
+    await runner.run(uuid.UUID(job_id))
