@@ -1,7 +1,7 @@
 """Regenerate the Python code for protos/ into datamill/v1, or check it is current.
 
-    python scripts/protogen.py          # write datamill/v1/*_pb2*.py(i)
-    python scripts/protogen.py --check  # exit 1 if the committed code is stale
+python scripts/protogen.py          # write datamill/v1/*_pb2*.py(i)
+python scripts/protogen.py --check  # exit 1 if the committed code is stale
 """
 
 from __future__ import annotations
@@ -25,12 +25,17 @@ def generate(out: Path) -> list[Path]:
     bindir = Path(sys.executable).parent
     sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / PACKAGE).glob("*.proto"))
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{PROTOS}", f"-I{THIRD_PARTY}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{THIRD_PARTY}",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-        f"--python_out={out}", f"--grpc_python_out={out}",
-        f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
         *sources,
     ]
     subprocess.run(cmd, check=True, cwd=PROTOS)
@@ -50,10 +55,11 @@ def main() -> int:
         files = generate(out)
         if args.check:
             committed = sorted(
-                p.relative_to(ROOT) for p in (ROOT / PACKAGE).iterdir()
-                if p.is_file() and not p.name.endswith(".pyc")
+                p.relative_to(ROOT) for p in (ROOT / PACKAGE).iterdir() if p.is_file() and not p.name.endswith(".pyc")
             )
-            stale = [str(f) for f in files if not (ROOT / f).exists() or not filecmp.cmp(out / f, ROOT / f, shallow=False)]
+            stale = [
+                str(f) for f in files if not (ROOT / f).exists() or not filecmp.cmp(out / f, ROOT / f, shallow=False)
+            ]
             stale += [str(f) for f in committed if f not in files]
             if stale:
                 print("generated code is stale; run `make proto`:", *stale, sep="\n  ")

@@ -120,6 +120,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     finally:
         log.info("server_draining", grace_seconds=settings.shutdown_grace_seconds)
         await health.drain()
+        # Let load balancers see NOT_SERVING and move away before new RPCs are refused.
+        await asyncio.sleep(settings.shutdown_delay_seconds)
         await server.stop(settings.shutdown_grace_seconds)
         for task in tasks:
             task.cancel()

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Server
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server listens on.")
     shutdown_grace_seconds: PositiveSeconds = Field(10.0, description="How long SIGTERM lets RPCs drain.")
+    shutdown_delay_seconds: float = Field(
+        0.0, ge=0, description="After SIGTERM, report NOT_SERVING this long before refusing new RPCs."
+    )
     health_interval_seconds: PositiveSeconds = Field(
         2.0, description="How often health re-checks PostgreSQL and Redis."
     )
