@@ -1,0 +1,120 @@
+"""Real processes: a `datamill-server` and `datamill-worker`s on a fresh database.
+
+Each test gets its own database (migrated by the server itself at start), its
+own Redis stream and its own port, on the session's PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from server.dev import ServiceProcess, server_process, service_env, wait_for_serving, worker_process
+from server.devstack import free_port
+
+
+@dataclass
+class Stack:
+    target: str
+    database_url: str
+    env: dict[str, str]
+    logs: Path
+    server: ServiceProcess
+    workers: list[ServiceProcess] = field(default_factory=list)
+
+    def start_worker(self, processes: int = 1) -> ServiceProcess:
+        proc = worker_process(
+            self.env,
+            self.logs / f"worker{len(self.workers)}.log",
+            processes=processes,
+            name=f"worker{len(self.workers)}",
+        ).start()
+        self.workers.append(proc)
+        return proc
+
+    def restart_server(self) -> None:
+        self.server.stop()
+        self.server = server_process(self.env, self.logs / "server.log").start()
+        wait_for_serving(self.target, process=self.server)
+
+    def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+    def dump_logs(self) -> str:
+        procs = [self.server, *self.workers]
+        return "\n".join(f"--- {p.name} ---\n{p.log_tail(60)}" for p in procs)
+
+
+def make_stack(
+    admin_conninfo: str, redis_url: str, tmp: Path, *, settings: dict[str, str] | None = None, workers: int = 1
+) -> Stack:
+    dbname = f"e2e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')  # type: ignore[arg-type]
+    database_url = make_conninfo(admin_conninfo, dbname=dbname)
+    target = f"127.0.0.1:{free_port()}"
+    env = service_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        listen=target,
+        object_dir=tmp / "objects",
+        extra={
+            "DATAMILL_QUEUE_NAME": f"e2e-{dbname}",
+            "DATAMILL_LOG_FORMAT": "json",
+            "DATAMILL_SWEEP_INTERVAL_SECONDS": "0.5",
+            "DATAMILL_HEALTH_INTERVAL_SECONDS": "0.5",
+            "DATAMILL_WATCH_KEEPALIVE_SECONDS": "2",
+            **(settings or {}),
+        },
+    )
+    logs = tmp / "logs"
+    stack = Stack(target, database_url, env, logs, server_process(env, logs / "server.log").start())
+    for _ in range(workers):
+        stack.start_worker()
+    wait_for_serving(target, process=stack.server)
+    return stack
+
+
+def stop_stack(stack: Stack, admin_conninfo: str) -> None:
+    for proc in (*stack.workers, stack.server):
+        proc.stop()
+    dbname = psycopg.conninfo.conninfo_to_dict(stack.database_url)["dbname"]
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def stack_factory(pg_server: str, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    stacks: list[Stack] = []
+
+    def factory(*, settings: dict[str, str] | None = None, workers: int = 1) -> Stack:
+        stack = make_stack(pg_server, redis_url, tmp_path / f"stack{len(stacks)}", settings=settings, workers=workers)
+        stacks.append(stack)
+        return stack
+
+    yield factory
+    failed = getattr(request.node, "rep_call", None)
+    for stack in stacks:
+        if failed is not None and failed.failed:
+            print(stack.dump_logs())
+        stop_stack(stack, pg_server)
+
+
+@pytest.fixture
+def stack(stack_factory: object) -> Stack:
+    return stack_factory()  # type: ignore[operator, no-any-return]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report

@@ -1,0 +1,77 @@
+"""Process lifecycle: health on start and on SIGTERM, and a worker killed with SIGKILL mid-job."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client import Client
+from datamill.v1 import job_pb2
+from server.dev import health_status
+from tests.e2e.conftest import Stack
+from tests.e2e.helpers import RawWatch, schema, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_health_serving_then_not_serving_on_sigterm(stack_factory: object) -> None:
+    stack: Stack = stack_factory(settings={"DATAMILL_SHUTDOWN_DELAY_SECONDS": "1.5"})  # type: ignore[operator]
+    for service in ("", "datamill.v1.JobService", "datamill.v1.DatasetService"):
+        assert health_status(stack.target, service) == SERVING
+
+    # A Watch on the health service sees the change as it happens; Check sees it during the delay.
+    channel = grpc.insecure_channel(stack.target)
+    updates = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    assert next(updates).status == SERVING
+    # An open WatchJob stream is an in-flight RPC the server must drain.
+    watch = RawWatch(stack.target)
+    with Client.connect(stack.target) as client:
+        job = client.generate("drain", schema=schema(10))
+    watch.subscribe(job.id)
+
+    stack.server.signal(signal.SIGTERM)
+    assert next(updates).status == NOT_SERVING
+    assert wait_for(lambda: health_status(stack.target) == NOT_SERVING, timeout=1.5, what="NOT_SERVING via Check")
+    assert stack.server.proc is not None
+    assert stack.server.proc.wait(timeout=30) == 0, stack.server.log_tail()
+    watch.close()
+    channel.close()
+    log = stack.server.log_path.read_text()
+    assert log.index('"server_draining"') < log.index('"server_stopped"')
+
+
+def test_worker_killed_mid_job_is_finished_by_another_worker(stack_factory: object) -> None:
+    rows = 4_000_000
+    stack: Stack = stack_factory(  # type: ignore[operator]
+        settings={"DATAMILL_LEASE_SECONDS": "3", "DATAMILL_GENERATE_CHUNK_ROWS": "50000"}, workers=1
+    )
+    victim = stack.workers[0]
+    with Client.connect(stack.target) as client:
+        job = client.generate("survivor", schema=schema(rows))
+        done = wait_for(
+            lambda: (p := client.get_job(job.id).progress.done) > 0 and p, timeout=60, what="first checkpoint"
+        )
+        assert done < rows, "the job finished before the worker could be killed"
+        victim.kill()  # SIGKILL the whole process group, mid-job
+        killed_at = time.monotonic()
+        stack.start_worker()
+        final = client.wait(job.id)
+
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.error.message
+    assert final.attempt == 2
+    assert final.generate.row_count == rows
+    (table,) = stack.sql("SELECT table_name FROM datasets WHERE name = 'survivor'")[0]
+    count, distinct, low, high = stack.sql(
+        f'SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM datasets."{table}"'
+    )[0]
+    assert (count, distinct, low, high) == (rows, rows, 1, rows), "rows must be exact: no loss, no duplicate"
+    types = [t for (t,) in stack.sql("SELECT type FROM job_events WHERE job_id = %s ORDER BY seq", job.id)]
+    assert "REQUEUED" in types and types.count("STARTED") == 2 and types[-1] == "SUCCEEDED"
+    assert time.monotonic() - killed_at < 60
