@@ -1,0 +1,184 @@
+"""The generation schema, free of any transport, and its validation.
+
+`validate_schema` is the one gate between a request and a worker: it collects
+every problem in one `InvalidArgument` (a client fixes them all in one go) and
+returns a normalized spec whose params carry their defaults, so that a stored
+job regenerates the same rows even if a default changes later.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from server.core.errors import FieldViolation, InvalidArgument
+from server.core.fieldtypes import FIELD_TYPES, FieldParams, FieldType
+
+DEFAULT_LOCALE = "en_US"
+UINT64_MAX = 2**64 - 1
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
+_LOCALE_RE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")
+_MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers silently
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    name: str
+    type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    null_rate: float = 0.0
+    unique: bool = False
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaSpec:
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    fields: tuple[FieldSpec, ...]
+    rows: int
+    seed: int | None = None
+    locale: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict, as stored in `jobs.spec` and read back by `from_json`."""
+        data: dict[str, Any] = _ADAPTER.dump_python(self, mode="json", warnings=False)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, path: str = "schema") -> SchemaSpec:
+        """Parse the JSON form (also what the CLI loads from JSON or YAML).
+
+        Only the shape is checked here; `validate_schema` checks the values.
+        """
+        try:
+            return _ADAPTER.validate_python(data)
+        except ValidationError as exc:
+            raise InvalidArgument([_violation(path, e) for e in exc.errors()]) from exc
+
+
+_ADAPTER = TypeAdapter(SchemaSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDef:
+    name: str
+    logical_type: str
+    pg_type: str
+    nullable: bool
+
+
+def validate_schema(spec: SchemaSpec, *, max_rows: int, max_fields: int, path: str = "schema") -> SchemaSpec:
+    """Check everything and return the normalized spec, or raise one InvalidArgument with every violation.
+
+    Normalized: params coerced and completed with their defaults, seed chosen
+    when unset, and an empty locale made "en_US".
+    """
+    violations: list[FieldViolation] = []
+    if not 1 <= spec.rows <= max_rows:
+        violations.append(FieldViolation(f"{path}.rows", f"must be between 1 and {max_rows}"))
+    if not 1 <= len(spec.fields) <= max_fields:
+        violations.append(FieldViolation(f"{path}.fields", f"must have between 1 and {max_fields} fields"))
+    if spec.seed is not None and not 0 <= spec.seed <= UINT64_MAX:
+        violations.append(FieldViolation(f"{path}.seed", "must be an unsigned 64-bit integer"))
+    locale = spec.locale or DEFAULT_LOCALE
+    if not _LOCALE_RE.fullmatch(locale):
+        violations.append(FieldViolation(f"{path}.locale", "must look like en_US"))
+
+    fields: list[FieldSpec] = []
+    first_index_of: dict[str, int] = {}
+    for index, field_spec in enumerate(spec.fields):
+        field_path = f"{path}.fields[{index}]"
+        if field_spec.name in first_index_of:
+            where = f"{path}.fields[{first_index_of[field_spec.name]}]"
+            violations.append(FieldViolation(f"{field_path}.name", f"duplicates the name of {where}"))
+        first_index_of.setdefault(field_spec.name, index)
+        normalized, problems = _check_field(field_spec, field_path, rows=max(spec.rows, 1))
+        violations.extend(problems)
+        if normalized is not None:
+            fields.append(normalized)
+
+    if violations:
+        raise InvalidArgument(violations)
+    seed = spec.seed if spec.seed is not None else secrets.randbits(63)
+    return SchemaSpec(fields=tuple(fields), rows=spec.rows, seed=seed, locale=locale)
+
+
+def columns(spec: SchemaSpec) -> list[ColumnDef]:
+    """The table columns of a validated spec, in order."""
+    return [
+        ColumnDef(
+            name=f.name,
+            logical_type=FIELD_TYPES[f.type].logical_type,
+            pg_type=FIELD_TYPES[f.type].pg_type,
+            nullable=f.null_rate > 0,
+        )
+        for f in spec.fields
+    ]
+
+
+def _check_field(spec: FieldSpec, path: str, *, rows: int) -> tuple[FieldSpec | None, list[FieldViolation]]:
+    """The field's normalized form, or None and its violations."""
+    violations = [FieldViolation(f"{path}.name", d) for d in _name_problems(spec.name)]
+    if not 0.0 <= spec.null_rate <= 1.0:  # also rejects NaN
+        violations.append(FieldViolation(f"{path}.null_rate", "must be between 0 and 1"))
+    if spec.seed is not None and not 0 <= spec.seed <= UINT64_MAX:
+        violations.append(FieldViolation(f"{path}.seed", "must be an unsigned 64-bit integer"))
+
+    field_type = FIELD_TYPES.get(spec.type)
+    if field_type is None:
+        violations.append(FieldViolation(f"{path}.type", _unknown_type(spec.type)))
+        return None, violations
+    if spec.unique and not field_type.supports_unique:
+        violations.append(FieldViolation(f"{path}.unique", f"unique is not supported for type {spec.type} yet"))
+    params = _parse_params(field_type, spec.params, f"{path}.params")
+    if isinstance(params, list):
+        return None, violations + params
+    violations.extend(
+        FieldViolation(f"{path}.params.{name}", description) for name, description in params.problems(rows=rows)
+    )
+    if violations:
+        return None, violations
+    return replace(spec, params=params.model_dump(mode="json", exclude_none=True)), []
+
+
+def _name_problems(name: str) -> Iterator[str]:
+    if not _NAME_RE.fullmatch(name):
+        yield "must be a lower-case identifier: [a-z_][a-z0-9_]*"
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        yield f"must be at most {_MAX_NAME_BYTES} bytes"
+
+
+def _unknown_type(name: str) -> str:
+    close = difflib.get_close_matches(name, FIELD_TYPES, n=3)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown type {name!r}.{hint} Known types: {', '.join(sorted(FIELD_TYPES))}."
+
+
+def _parse_params(field_type: FieldType, params: Mapping[str, Any], path: str) -> FieldParams | list[FieldViolation]:
+    if not isinstance(params, Mapping):
+        return [FieldViolation(path, "must be an object")]
+    try:
+        return field_type.params.model_validate(dict(params))
+    except ValidationError as exc:
+        allowed = ", ".join(field_type.params.model_fields) or "none"
+        return [_violation(path, e, unknown=f"unknown parameter; allowed: {allowed}") for e in exc.errors()]
+
+
+def _violation(path: str, error: Any, *, unknown: str = "unknown field") -> FieldViolation:
+    """A pydantic error as a violation whose path extends `path` with the error's location."""
+    loc: Sequence[str | int] = error["loc"]
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return FieldViolation(path, unknown)
+    message: str = error["msg"]
+    return FieldViolation(path, message.removeprefix("Value error, "))
