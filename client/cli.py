@@ -1,0 +1,478 @@
+"""The `datamill` command line: generate, export, watch and inspect jobs and datasets.
+
+Results go to stdout (tables, or one JSON document per line with ``--json``);
+progress bars and errors go to stderr. Exit codes:
+
+    0    success
+    1    a call failed, or the job watched ended FAILED or CANCELLED
+    2    invalid input: bad options, an unreadable schema, or INVALID_ARGUMENT
+    130  interrupted (the job keeps running on the server)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import grpc
+from rich.console import Console
+
+from client import _render as render
+from client._requests import enum_choices, is_terminal
+from client.errors import DatamillError
+from client.schema_file import SchemaError, load_schema, parse_schema
+from client.sync import Client
+from datamill.v1 import job_pb2, job_service_pb2
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+_FORMATS = enum_choices(job_service_pb2.FileFormat, "FILE_FORMAT_")
+_COMPRESSIONS = enum_choices(job_service_pb2.Compression, "COMPRESSION_")
+_KINDS = enum_choices(job_pb2.JobKind, "JOB_KIND_")
+_STATES = enum_choices(job_pb2.JobState, "JOB_STATE_")
+
+
+@dataclass
+class _Settings:
+    """The global options, and the client they open on first use."""
+
+    target: str
+    tls: bool
+    ca_cert: Path | None
+    token: str | None
+    timeout: float
+    json_output: bool
+    out: Console = field(init=False)
+    err: Console = field(init=False)
+    _client: Client | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # Created per invocation so that they write to the streams of that invocation.
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    def client(self) -> Client:
+        if self._client is None:
+            metadata = [("authorization", f"Bearer {self.token}")] if self.token else []
+            root_certificates = self.ca_cert.read_bytes() if self.ca_cert is not None else None
+            self._client = Client.connect(
+                self.target,
+                tls=self.tls,
+                root_certificates=root_certificates,
+                metadata=metadata,
+                timeout=self.timeout,
+            )
+            click.get_current_context().find_root().call_on_close(self._client.close)
+        return self._client
+
+    def show_job(self, job: job_pb2.Job) -> None:
+        if self.json_output:
+            render.print_json(self.out, render.to_json(job))
+        else:
+            self.out.print(render.job_table(job))
+
+
+class _Group(click.Group):
+    """Turns client errors into a clean message and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (DatamillError, SchemaError) as exc:
+            settings = ctx.find_object(_Settings)
+            _fail(exc, settings)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _fail(error: DatamillError | SchemaError, settings: _Settings | None) -> NoReturn:
+    if settings is not None and settings.json_output:
+        render.print_json(settings.err, {"error": render.error_json(error)})
+    else:
+        for line in render.error_lines(error):
+            click.echo(line, err=True)
+        if isinstance(error, DatamillError) and error.code == grpc.StatusCode.UNAVAILABLE and settings is not None:
+            click.echo(f"  is a datamill server running at {settings.target}?", err=True)
+    invalid = isinstance(error, SchemaError) or (
+        isinstance(error, DatamillError) and error.code == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    raise click.exceptions.Exit(EXIT_INVALID if invalid else EXIT_FAILED)
+
+
+def _job_exit_code(jobs: Sequence[job_pb2.Job]) -> int:
+    return EXIT_OK if all(job.state == job_pb2.JOB_STATE_SUCCEEDED for job in jobs) else EXIT_FAILED
+
+
+pass_settings = click.make_pass_decorator(_Settings)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--target",
+    envvar="DATAMILL_TARGET",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="Server address, host:port (env DATAMILL_TARGET).",
+)
+@click.option("--tls", is_flag=True, help="Connect with TLS (implied by --ca-cert).")
+@click.option(
+    "--ca-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM file of the CA to trust instead of the system's.",
+)
+@click.option("--token", envvar="DATAMILL_TOKEN", help="Bearer token sent with every call (env DATAMILL_TOKEN).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Deadline of each call, in seconds (watches and downloads have none).",
+)
+@click.option("--json", "json_output", is_flag=True, help="Print JSON (one document per line) instead of tables.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    *,
+    target: str,
+    tls: bool,
+    ca_cert: Path | None,
+    token: str | None,
+    timeout: float,
+    json_output: bool,
+) -> None:
+    """datamill: make, export and inspect datasets through background jobs."""
+    ctx.obj = _Settings(target=target, tls=tls, ca_cert=ca_cert, token=token, timeout=timeout, json_output=json_output)
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("dataset_name")
+@click.option("--schema", "schema_path", required=True, help="Schema file, JSON or YAML ('-' for stdin).")
+@click.option("--rows", type=click.IntRange(min=1), help="Row count; overrides the schema's.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), help="Seed; overrides the schema's.")
+@click.option("--request-id", help="Idempotency key; a random one when omitted.")
+@click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 1 unless it succeeded.")
+@pass_settings
+def generate(
+    settings: _Settings,
+    *,
+    dataset_name: str,
+    schema_path: str,
+    rows: int | None,
+    seed: int | None,
+    request_id: str | None,
+    wait: bool,
+) -> None:
+    """Generate synthetic rows into the new dataset DATASET_NAME."""
+    schema = parse_schema(sys.stdin.read(), source="<stdin>") if schema_path == "-" else load_schema(schema_path)
+    if rows is not None:
+        schema.rows = rows
+    if seed is not None:
+        schema.seed = seed
+    client = settings.client()
+    job = client.generate(dataset_name, schema=schema, request_id=request_id)
+    if wait:
+        job = _wait(settings, job)
+    settings.show_job(job)
+    if wait:
+        raise click.exceptions.Exit(_job_exit_code([job]))
+
+
+@cli.command()
+@click.argument("job_id")
+@pass_settings
+def get(settings: _Settings, job_id: str) -> None:
+    """Show one job."""
+    settings.show_job(settings.client().get_job(job_id))
+
+
+@cli.command("list")
+@click.option("--kind", type=click.Choice(_KINDS, case_sensitive=False), help="Only jobs of this kind.")
+@click.option("--state", type=click.Choice(_STATES, case_sensitive=False), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Jobs to show at most.")
+@click.option("--all", "all_pages", is_flag=True, help="Show every job, page after page.")
+@pass_settings
+def list_jobs(settings: _Settings, kind: str | None, state: str | None, limit: int, all_pages: bool) -> None:
+    """List jobs, newest first."""
+    client = settings.client()
+    jobs: list[job_pb2.Job] = []
+    page_token = ""
+    while True:
+        page_size = 1000 if all_pages else min(limit - len(jobs), 1000)
+        page = client.list_jobs(kind=kind, state=state, page_size=page_size, page_token=page_token)
+        jobs.extend(page.jobs)
+        page_token = page.next_page_token
+        if not page_token or (not all_pages and len(jobs) >= limit):
+            break
+    if settings.json_output:
+        for job in jobs:
+            render.print_json(settings.out, render.to_json(job))
+    else:
+        settings.out.print(render.jobs_table(jobs))
+        if page_token:
+            settings.err.print(f"showing the first {len(jobs)} jobs; --all lists every one", style="dim")
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option(
+    "--after-sequence",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip each job's events up to this sequence.",
+)
+@pass_settings
+def watch(settings: _Settings, job_ids: tuple[str, ...], after_sequence: int) -> None:
+    """Follow jobs until each ends, on one stream; exit 1 unless all succeeded.
+
+    With --json, print every event as it arrives.
+    """
+    client = settings.client()
+    unique_ids = list(dict.fromkeys(job_ids))
+    final: dict[str, job_pb2.Job] = {}
+    after = dict.fromkeys(unique_ids, after_sequence)
+    with render.JobProgress(settings.err, unique_ids, enabled=not settings.json_output) as progress:
+        for event in client.watch(unique_ids, after_sequence=after):
+            final[event.job_id] = event.job
+            progress.update(event)
+            if settings.json_output:
+                render.print_json(settings.out, render.to_json(event))
+    jobs = [final.get(job_id) or client.get_job(job_id) for job_id in unique_ids]
+    if not settings.json_output:
+        settings.out.print(render.jobs_table(jobs))
+    raise click.exceptions.Exit(_job_exit_code(jobs))
+
+
+@cli.command()
+@click.argument("job_id")
+@pass_settings
+def cancel(settings: _Settings, job_id: str) -> None:
+    """Cancel a job. A running job stops at its next checkpoint."""
+    settings.show_job(settings.client().cancel_job(job_id))
+
+
+# --- export and download --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--format", "file_format", type=click.Choice(_FORMATS, case_sensitive=False), required=True)
+@click.option("--compression", type=click.Choice(_COMPRESSIONS, case_sensitive=False), help="Not with parquet.")
+@click.option("--column", "columns", multiple=True, help="Column to write, in order; repeat for more. Default: all.")
+@click.option("--row-limit", type=click.IntRange(min=0), help="Write at most this many rows.")
+@click.option("--request-id", help="Idempotency key; a random one when omitted.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Wait, then download the file here."
+)
+@click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 1 unless it succeeded.")
+@pass_settings
+def export(
+    settings: _Settings,
+    *,
+    dataset: str,
+    file_format: str,
+    compression: str | None,
+    columns: tuple[str, ...],
+    row_limit: int | None,
+    request_id: str | None,
+    output: Path | None,
+    wait: bool,
+) -> None:
+    """Export DATASET (id or name) to a file in object storage, and optionally download it."""
+    client = settings.client()
+    job = client.export(
+        dataset,
+        format=file_format,
+        compression=compression,
+        columns=columns,
+        row_limit=row_limit,
+        request_id=request_id,
+    )
+    if wait or output is not None:
+        job = _wait(settings, job)
+    settings.show_job(job)
+    if output is not None and job.state == job_pb2.JOB_STATE_SUCCEEDED:
+        _download(
+            settings,
+            job.export.object_key,
+            output,
+            expected_sha256=job.export.sha256,
+            total=job.export.size_bytes,
+        )
+    if wait or output is not None:
+        raise click.exceptions.Exit(_job_exit_code([job]))
+
+
+@cli.command()
+@click.argument("object_key")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--sha256", "expected_sha256", help="Expected lower-case hex SHA-256; the file is kept only if it matches."
+)
+@pass_settings
+def download(settings: _Settings, object_key: str, output: Path, expected_sha256: str | None) -> None:
+    """Download a stored object (an export's object key) to a file."""
+    _download(settings, object_key, output, expected_sha256=expected_sha256, total=None)
+
+
+# --- datasets -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def datasets() -> None:
+    """Inspect and delete datasets."""
+
+
+@datasets.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Datasets to show at most.")
+@click.option("--all", "all_pages", is_flag=True, help="Show every dataset, page after page.")
+@pass_settings
+def list_datasets(settings: _Settings, limit: int, all_pages: bool) -> None:
+    """List datasets, newest first."""
+    client = settings.client()
+    found: list[job_pb2.Dataset] = []
+    page_token = ""
+    while True:
+        page_size = 1000 if all_pages else min(limit - len(found), 1000)
+        page = client.list_datasets(page_size=page_size, page_token=page_token)
+        found.extend(page.datasets)
+        page_token = page.next_page_token
+        if not page_token or (not all_pages and len(found) >= limit):
+            break
+    if settings.json_output:
+        for dataset in found:
+            render.print_json(settings.out, render.to_json(dataset))
+    else:
+        settings.out.print(render.datasets_table(found))
+        if page_token:
+            settings.err.print(f"showing the first {len(found)} datasets; --all lists every one", style="dim")
+
+
+@datasets.command("get")
+@click.argument("name")
+@pass_settings
+def get_dataset(settings: _Settings, name: str) -> None:
+    """Show one dataset (by name or id) with its columns."""
+    dataset = settings.client().get_dataset(name)
+    if settings.json_output:
+        render.print_json(settings.out, render.to_json(dataset))
+    else:
+        settings.out.print(render.dataset_table(dataset))
+
+
+@datasets.command("delete")
+@click.argument("name")
+@pass_settings
+def delete_dataset(settings: _Settings, name: str) -> None:
+    """Delete a dataset (by name or id) and its rows."""
+    settings.client().delete_dataset(name)
+    if settings.json_output:
+        render.print_json(settings.out, {"deleted": name})
+    else:
+        settings.out.print(f"deleted dataset {name}", markup=False)
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".datamill/dev"),
+    show_default=True,
+    help="Where the embedded PostgreSQL, Redis and objects live.",
+)
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=50051, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--demo/--no-demo", default=False, show_default=True, help="Generate a demo dataset, watch it, then stop."
+)
+@click.option("--rows", type=click.IntRange(min=1), default=100_000, show_default=True, help="Rows of the demo.")
+def dev(data_dir: Path, port: int, workers: int, demo: bool, rows: int) -> None:
+    """Run a server, workers, PostgreSQL and Redis on this machine, for trying datamill out."""
+    # Imported here: the client must work without the server's dependencies installed.
+    from server.dev import run_dev  # noqa: PLC0415
+
+    raise click.exceptions.Exit(run_dev(data_dir=data_dir, port=port, workers=workers, demo=demo, rows=rows))
+
+
+@cli.command()
+@click.option("--database-url", envvar="DATAMILL_DATABASE_URL", help="PostgreSQL URL (env DATAMILL_DATABASE_URL).")
+def migrate(database_url: str | None) -> None:
+    """Apply the database migrations."""
+    # Imported here: the client must work without the server's dependencies installed.
+    from server.core.migrate import migrate_command  # noqa: PLC0415
+
+    raise click.exceptions.Exit(migrate_command(database_url))
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _wait(settings: _Settings, job: job_pb2.Job) -> job_pb2.Job:
+    """Follow ``job`` to its end with a progress bar; Ctrl-C leaves it running."""
+    if is_terminal(job):
+        return job
+    try:
+        with render.JobProgress(settings.err, [job.id], enabled=not settings.json_output) as progress:
+            return settings.client().wait(job.id, on_event=progress.update)
+    except KeyboardInterrupt:
+        click.echo(f"stopped waiting; the job continues: datamill watch {job.id}", err=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+def _download(
+    settings: _Settings, object_key: str, output: Path, *, expected_sha256: str | None, total: int | None
+) -> None:
+    """Stream an object into ``output``, keeping the file only if it is complete and checked."""
+    # Written beside the target and renamed at the end, so that a broken or corrupt
+    # download never leaves a file that looks complete.
+    partial = output.with_name(output.name + ".part")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with (
+            render.download_progress(settings.err, enabled=not settings.json_output) as progress,
+            partial.open("wb") as sink,
+        ):
+            task = progress.add_task(output.name, total=total or None)
+            for chunk in settings.client().read_object(object_key):
+                sink.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                progress.advance(task, len(chunk))
+        actual = digest.hexdigest()
+        if expected_sha256 and actual != expected_sha256.lower():
+            raise click.ClickException(
+                f"sha256 mismatch for {object_key}: expected {expected_sha256}, got {actual}; {output} not written"
+            )
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    if settings.json_output:
+        render.print_json(settings.err, {"downloaded": str(output), "size_bytes": size, "sha256": actual})
+    else:
+        checked = " (checked)" if expected_sha256 else ""
+        click.echo(f"wrote {output}: {size:,} bytes, sha256 {actual}{checked}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `datamill` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="datamill")
+
+
+if __name__ == "__main__":
+    main()
