@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -45,7 +46,7 @@ class Stack:
 
     def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(query, params).fetchall()
 
     def dump_logs(self) -> str:
         procs = [self.server, *self.workers]
@@ -57,7 +58,7 @@ def make_stack(
 ) -> Stack:
     dbname = f"e2e_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{dbname}"')
     database_url = make_conninfo(admin_conninfo, dbname=dbname)
     target = f"127.0.0.1:{free_port()}"
     env = service_env(
@@ -87,7 +88,7 @@ def stop_stack(stack: Stack, admin_conninfo: str) -> None:
         proc.stop()
     dbname = psycopg.conninfo.conninfo_to_dict(stack.database_url)["dbname"]
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -113,8 +114,8 @@ def stack(stack_factory: object) -> Stack:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    report = yield
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report: Any = yield
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]
     return report

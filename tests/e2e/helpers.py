@@ -55,7 +55,7 @@ class RawWatch:
         try:
             for response in self.call:
                 self._responses.put(response)
-        except BaseException as exc:  # noqa: BLE001  # handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             self._responses.put(exc)
 
     def subscribe(self, job_id: str, after_sequence: int | None = None) -> None:

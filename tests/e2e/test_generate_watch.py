@@ -17,8 +17,7 @@ pytestmark = pytest.mark.e2e
 
 def _table_stats(stack: Stack, dataset: str) -> tuple[int, int, int, int]:
     (table,) = stack.sql("SELECT table_name FROM datasets WHERE name = %s", dataset)[0]
-    row = stack.sql(f'SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM datasets."{table}"')[0]
-    return row  # type: ignore[return-value]
+    return stack.sql(f'SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM datasets."{table}"')[0]  # type: ignore[return-value]
 
 
 def test_generate_100k_rows_watched_to_succeeded(stack: Stack) -> None:
