@@ -1,0 +1,454 @@
+"""One contract, two backends: a local directory and a real S3 server (SeaweedFS) behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from minio import Minio
+
+from server.core.errors import InvalidArgument, NotFound, OutOfRange, Unavailable
+from server.core.objects import LocalObjectStore, ObjectInfo, ObjectStore, S3ObjectStore
+from server.core.objects._pipe import ChunkPipe
+from server.devstack import S3Endpoint, free_port
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB
+CSV = "text/csv"
+
+
+def make_s3_store(s3: S3Endpoint, bucket: str) -> S3ObjectStore:
+    return S3ObjectStore(
+        endpoint=s3.endpoint,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        bucket=bucket,
+        region=s3.region,
+        secure=s3.secure,
+        connect_timeout=2,
+        read_timeout=30,
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    backend: ObjectStore
+    if request.param == "local":
+        backend = LocalObjectStore(tmp_path / "objects")
+    else:
+        backend = make_s3_store(request.getfixturevalue("s3"), request.getfixturevalue("s3_bucket"))
+    async with backend:
+        await backend.ensure_ready()
+        yield backend
+
+
+def new_key(suffix: str = "bin") -> str:
+    return f"tenant-a/uploads/{uuid.uuid4()}.{suffix}"
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    # Random, not repeated, data: SeaweedFS compresses, which would flatter sizes and timings.
+    return random.Random(seed).randbytes(size)
+
+
+async def chunks_of(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def read_all(store: ObjectStore, key: str, offset: int = 0, length: int | None = None) -> bytes:
+    async with aclosing(store.open_range(key, offset, length)) as chunks:
+        return b"".join([chunk async for chunk in chunks])
+
+
+async def put_bytes(store: ObjectStore, key: str, data: bytes, **kwargs: Any) -> ObjectInfo:
+    return await store.put_stream(key, chunks_of(data), content_type=kwargs.pop("content_type", CSV), **kwargs)
+
+
+def s3_uploads(client: Minio, bucket: str, key: str) -> list[str]:
+    """Upload ids of multipart uploads pending for `key`, straight from the S3 ListMultipartUploads API."""
+    result = client._list_multipart_uploads(bucket, prefix=key)
+    return [u.upload_id or "" for u in result.uploads if u.object_name == key]
+
+
+async def test_put_returns_and_stat_reports_size_sha256_and_content_type(store: ObjectStore) -> None:
+    data = random_bytes(300_000)
+    key = new_key("csv")
+    info = await put_bytes(store, key, data, content_type=CSV)
+    expected = ObjectInfo(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(), content_type=CSV)
+    assert info == expected
+    assert await store.stat(key) == expected
+
+
+async def test_open_range_yields_the_whole_object_in_chunks_of_at_most_1_mib(store: ObjectStore) -> None:
+    data = random_bytes(2 * MiB + 12345, seed=1)
+    key = new_key()
+    await put_bytes(store, key, data)
+    async with aclosing(store.open_range(key)) as stream:
+        chunks = [chunk async for chunk in stream]
+    assert b"".join(chunks) == data
+    assert len(chunks) >= 3
+    assert max(len(c) for c in chunks) <= MiB
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(0, 10), (1, None), (1000, 5000), (MiB - 1, 3), (MiB + 17, None), (0, 10 * MiB), (2 * MiB, 1)],
+)
+async def test_range_reads_match_slices(store: ObjectStore, offset: int, length: int | None) -> None:
+    data = random_bytes(2 * MiB + 1, seed=2)
+    key = new_key()
+    await put_bytes(store, key, data)
+    end = None if length is None else offset + length
+    assert await read_all(store, key, offset, length) == data[offset:end]
+
+
+async def test_offset_at_the_end_reads_nothing_and_past_the_end_is_out_of_range(store: ObjectStore) -> None:
+    data = random_bytes(1000, seed=3)
+    key = new_key()
+    await put_bytes(store, key, data)
+    assert await read_all(store, key, 1000) == b""
+    assert await read_all(store, key, 1000, 5) == b""
+    assert await read_all(store, key, 10, 0) == b""
+    with pytest.raises(OutOfRange):
+        await read_all(store, key, 1001)
+    with pytest.raises(OutOfRange):
+        await read_all(store, key, 1001, 0)
+
+
+async def test_negative_offset_or_length_is_invalid(store: ObjectStore) -> None:
+    key = new_key()
+    await put_bytes(store, key, b"abc")
+    with pytest.raises(InvalidArgument) as exc:
+        await read_all(store, key, -1)
+    assert exc.value.violations[0].field == "offset"
+    with pytest.raises(InvalidArgument) as exc:
+        await read_all(store, key, 0, -1)
+    assert exc.value.violations[0].field == "length"
+
+
+async def test_missing_key_is_not_found(store: ObjectStore) -> None:
+    key = new_key()
+    with pytest.raises(NotFound) as exc:
+        await store.stat(key)
+    assert exc.value.metadata == {"resource_type": "object", "resource_name": key}
+    with pytest.raises(NotFound):
+        await read_all(store, key)
+    with pytest.raises(NotFound):
+        await read_all(store, key, 0, 0)
+
+
+async def test_delete_removes_the_object_and_is_idempotent(store: ObjectStore) -> None:
+    key = new_key()
+    await put_bytes(store, key, b"x" * 10)
+    await store.delete(key)
+    with pytest.raises(NotFound):
+        await store.stat(key)
+    await store.delete(key)
+    await store.delete(new_key())
+
+
+async def test_empty_object(store: ObjectStore) -> None:
+    key = new_key()
+    info = await put_bytes(store, key, b"")
+    assert info.size == 0
+    assert info.sha256 == hashlib.sha256(b"").hexdigest()
+    assert await store.stat(key) == info
+    assert await read_all(store, key) == b""
+
+
+async def test_put_replaces_an_existing_object(store: ObjectStore) -> None:
+    key = new_key()
+    await put_bytes(store, key, b"first version")
+    second = await put_bytes(store, key, b"second", content_type="application/json")
+    assert await store.stat(key) == second
+    assert second.content_type == "application/json"
+    assert await read_all(store, key) == b"second"
+
+
+BAD_KEYS = ["", "../escape", "a/../../etc/passwd", "/etc/passwd", "a\\b", "a//b", "a/", ".hidden", "a/.tmp", "a\x00b"]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_unsafe_keys_are_rejected_by_every_method(store: ObjectStore, key: str) -> None:
+    consumed = False
+
+    async def never_read() -> AsyncIterator[bytes]:
+        nonlocal consumed
+        consumed = True
+        yield b"data"
+
+    with pytest.raises(InvalidArgument):
+        await store.put_stream(key, never_read(), content_type=CSV)
+    assert not consumed
+    with pytest.raises(InvalidArgument):
+        await store.stat(key)
+    with pytest.raises(InvalidArgument):
+        await read_all(store, key)
+    with pytest.raises(InvalidArgument):
+        await store.delete(key)
+    with pytest.raises(InvalidArgument):
+        await store.presigned_get_url(key, timedelta(minutes=1))
+
+
+async def test_local_store_never_writes_outside_its_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    async with LocalObjectStore(root) as store:
+        await store.ensure_ready()
+        for key in ("../outside", "a/../../outside"):
+            with pytest.raises(InvalidArgument):
+                await put_bytes(store, key, b"nope")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+
+
+async def test_presigned_url(store: ObjectStore) -> None:
+    data = random_bytes(70_000, seed=4)
+    key = new_key("csv")
+    await put_bytes(store, key, data)
+    url = await store.presigned_get_url(key, timedelta(minutes=5))
+    if isinstance(store, LocalObjectStore):
+        assert url is None
+        return
+    assert url is not None
+
+    def download(target: str) -> bytes:
+        with urllib.request.urlopen(target, timeout=10) as response:  # our own test server
+            body: bytes = response.read()
+            return body
+
+    assert await asyncio.to_thread(download, url) == data
+    # The server checks the signature: a tampered URL is refused.
+    tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        await asyncio.to_thread(download, tampered)
+    exc.value.close()
+    assert exc.value.code == 403
+    with pytest.raises(InvalidArgument):
+        await store.presigned_get_url(key, timedelta(days=30))
+
+
+async def test_multipart_upload_of_several_minimum_size_parts(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random_bytes(3 * MIN_PART + 4321, seed=5)
+    key = new_key()
+    part_sizes: list[int] = []
+    if isinstance(store, S3ObjectStore):
+        upload_part = store._client._upload_part
+
+        def counting_upload_part(*args: Any) -> str:
+            part_sizes.append(len(args[2]))
+            result: str = upload_part(*args)
+            return result
+
+        monkeypatch.setattr(store._client, "_upload_part", counting_upload_part)
+
+    info = await put_bytes(store, key, data, part_size=MIN_PART)
+
+    assert info.size == len(data)
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert await store.stat(key) == info
+    assert await read_all(store, key) == data
+    if isinstance(store, S3ObjectStore):
+        assert part_sizes == [MIN_PART, MIN_PART, MIN_PART, 4321]
+
+
+async def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def _leftover_files(store: LocalObjectStore) -> list[str]:
+    return sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_file())
+
+
+async def test_cancelled_put_leaves_no_object_and_no_pending_upload(
+    store: ObjectStore, request: pytest.FixtureRequest
+) -> None:
+    key = new_key()
+    two_parts_sent = asyncio.Event()
+
+    async def stalls_after_two_parts() -> AsyncIterator[bytes]:
+        yield random_bytes(MIN_PART, seed=6)
+        # More than one part: the S3 backend has now started a multipart upload and sent part 1.
+        yield random_bytes(MIN_PART, seed=7)
+        two_parts_sent.set()
+        await asyncio.Event().wait()  # the client goes silent
+        yield b"never"
+
+    task = asyncio.create_task(store.put_stream(key, stalls_after_two_parts(), content_type=CSV, part_size=MIN_PART))
+    await asyncio.wait_for(two_parts_sent.wait(), 10)
+    if isinstance(store, S3ObjectStore):
+        client: Minio = request.getfixturevalue("s3_client")
+        await _wait_until(lambda: bool(s3_uploads(client, store.bucket, key)))
+    else:
+        assert isinstance(store, LocalObjectStore)
+        await _wait_until(lambda: bool(_leftover_files(store)))
+    with pytest.raises(NotFound):
+        await store.stat(key)  # invisible until put_stream returns
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    with pytest.raises(NotFound):
+        await store.stat(key)
+    if isinstance(store, S3ObjectStore):
+        assert s3_uploads(client, store.bucket, key) == []
+    else:
+        assert isinstance(store, LocalObjectStore)
+        assert _leftover_files(store) == []
+
+
+async def test_failing_producer_leaves_nothing(store: ObjectStore, request: pytest.FixtureRequest) -> None:
+    key = new_key()
+
+    async def breaks_after_two_parts() -> AsyncIterator[bytes]:
+        yield random_bytes(MIN_PART, seed=8)
+        yield random_bytes(MIN_PART, seed=9)
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await store.put_stream(key, breaks_after_two_parts(), content_type=CSV, part_size=MIN_PART)
+    with pytest.raises(NotFound):
+        await store.stat(key)
+    if isinstance(store, S3ObjectStore):
+        client: Minio = request.getfixturevalue("s3_client")
+        assert s3_uploads(client, store.bucket, key) == []
+    else:
+        assert isinstance(store, LocalObjectStore)
+        assert _leftover_files(store) == []
+
+
+async def test_concurrent_puts_beyond_the_upload_limit_all_complete(store: ObjectStore) -> None:
+    payloads = {new_key(): random_bytes(200_000 + i, seed=10 + i) for i in range(10)}
+    infos = await asyncio.gather(*(put_bytes(store, key, data) for key, data in payloads.items()))
+    for info, (key, data) in zip(infos, payloads.items(), strict=True):
+        assert info.key == key
+        assert info.sha256 == hashlib.sha256(data).hexdigest()
+        assert await read_all(store, key) == data
+
+
+async def test_ensure_ready_is_idempotent(store: ObjectStore) -> None:
+    await store.ensure_ready()
+    key = new_key()
+    await put_bytes(store, key, b"kept")
+    await store.ensure_ready()
+    assert await read_all(store, key) == b"kept"
+
+
+# --- The reader-size rule (PITFALLS.md: minio's put_object is quadratic on short reads) ---------------
+
+
+async def test_pipe_read_returns_exactly_the_size_asked_for() -> None:
+    data = random_bytes(MiB + 100, seed=20)
+    pipe = ChunkPipe(asyncio.get_running_loop(), max_chunks=4)
+
+    async def feed() -> None:
+        async for chunk in chunks_of(data, 64 * 1024):
+            await pipe.put(chunk)
+        await pipe.finish()
+
+    feeder = asyncio.create_task(feed())
+    reads = await asyncio.to_thread(lambda: [pipe.read(300_000) for _ in range(5)])
+    await feeder
+    assert [len(r) for r in reads] == [300_000, 300_000, 300_000, MiB + 100 - 900_000, 0]
+    assert b"".join(reads) == data
+    assert pipe.size == len(data)
+    assert pipe.sha256_hex == hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+async def s3_store(s3: S3Endpoint, s3_bucket: str) -> AsyncIterator[S3ObjectStore]:
+    async with make_s3_store(s3, s3_bucket) as store:
+        await store.ensure_ready()
+        yield store
+
+
+async def test_s3_upload_from_small_chunks_gets_one_full_read_per_part(
+    s3_store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = s3_store
+    calls: list[tuple[int, int]] = []
+    original = ChunkPipe.read
+
+    def recording_read(self: ChunkPipe, size: int = -1) -> bytes:
+        data = original(self, size)
+        calls.append((size, len(data)))
+        return data
+
+    monkeypatch.setattr(ChunkPipe, "read", recording_read)
+    data = random_bytes(2 * MIN_PART + 1000, seed=21)
+    info = await store.put_stream(key := new_key(), chunks_of(data, 16 * 1024), content_type=CSV, part_size=MIN_PART)
+
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert await read_all(store, key) == data
+    # 640 small chunks came in, yet minio needed one read per part: every read was answered in full
+    # until the stream ran out (a short read, then minio's read that sees the end).
+    assert calls[:2] == [(MIN_PART + 1, MIN_PART + 1), (MIN_PART, MIN_PART)]
+    assert calls[2:] == [(MIN_PART, 999), (MIN_PART - 999, 0)]
+
+
+# --- Backend-specific behaviour ------------------------------------------------------------------
+
+
+async def test_s3_unreachable_endpoint_is_unavailable_quickly() -> None:
+    async with S3ObjectStore(
+        endpoint=f"127.0.0.1:{free_port()}", access_key="k", secret_key="s", bucket="nowhere", connect_timeout=1
+    ) as store:
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as exc:
+            await store.ensure_ready()
+        assert exc.value.reason == "OBJECT_STORE_UNREACHABLE"
+        with pytest.raises(Unavailable):
+            await store.stat(new_key())
+        assert time.monotonic() - started < 5
+
+
+async def test_s3_wrong_credentials_are_unavailable_not_not_found(s3: S3Endpoint, s3_bucket: str) -> None:
+    if not s3.access_key:
+        pytest.skip("the endpoint under test does not check credentials")
+    async with S3ObjectStore(
+        endpoint=s3.endpoint, access_key=s3.access_key, secret_key="wrong" + s3.secret_key, bucket=s3_bucket
+    ) as store:
+        with pytest.raises(Unavailable) as exc:
+            await store.ensure_ready()
+        assert exc.value.reason == "OBJECT_STORE_ACCESS_DENIED"
+
+
+async def test_s3_object_written_by_another_client_has_no_sha256(s3_store: S3ObjectStore, s3_client: Minio) -> None:
+    key = new_key()
+    await asyncio.to_thread(s3_client.put_object, s3_store.bucket, key, io.BytesIO(b"abc"), 3)
+    info = await s3_store.stat(key)
+    assert (info.size, info.sha256, info.content_type) == (3, None, "application/octet-stream")
+
+
+async def test_local_sidecar_that_does_not_match_the_file_is_ignored(tmp_path: Path) -> None:
+    async with LocalObjectStore(tmp_path) as store:
+        await store.ensure_ready()
+        key = new_key()
+        await put_bytes(store, key, b"original")
+        # What a crash between the sidecar's and the data file's rename leaves: a new file, an old sidecar.
+        path = tmp_path / key
+        replacement = path.with_name("replacement")
+        replacement.write_bytes(b"replaced")
+        os.replace(replacement, path)
+        info = await store.stat(key)
+        assert (info.size, info.sha256) == (8, None)
