@@ -186,8 +186,10 @@ def run_dev(data_dir: Path, port: int, workers: int, demo: bool, rows: int) -> i
         if demo:
             return _demo(target, env["DATAMILL_DATABASE_URL"], rows, console)
         console.print("Press Ctrl-C to stop.")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        # Block the signals first: sigwait then receives them, and the `with` blocks
+        # above stop every process instead of the default handler killing us.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
     return 0
 
 

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read and validate settings, or exit with a message naming each bad variable."""
     try:
-        return Settings()  # type: ignore[call-arg]  # required values come from the environment
+        return Settings()  # required values come from the environment
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -85,7 +85,7 @@ async def test_client_going_away_releases_subscriptions(served: tuple[str, Event
         call: Any = job_service_pb2_grpc.JobServiceStub(channel).WatchJob()
         for job_id in job_ids:
             await call.write(pb.WatchJobRequest(subscribe=pb.WatchSubscribe(job_id=job_id)))
-        subscribed = set()
+        subscribed: set[str] = set()
         while len(subscribed) < len(job_ids):
             response = await asyncio.wait_for(call.read(), 5)
             if response.HasField("subscribed"):

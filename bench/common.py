@@ -1,0 +1,302 @@
+"""What every benchmark shares: options, results, the one table, the JSON file, machine and process facts.
+
+The machine is small and noisy, so a benchmark never reports a speed on its
+own. It repeats each measurement in rounds, runs its baselines in the same
+rounds (in a rotating order), and reports datamill's speed as a ratio to each
+baseline, taken round by round and then the median. A benchmark module exposes
+`run(options) -> Section`; `bench.__main__` runs the modules, prints one table
+and writes `bench/results/<UTC timestamp>.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MIB = 1024 * 1024
+
+#: Progress goes to stderr so that stdout carries only the table.
+console = Console(stderr=True, highlight=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    rows: int  # the row count of the main measurements
+    repeats: int  # rounds of every repeated measurement
+    quick: bool
+
+
+@dataclass(slots=True)
+class Result:
+    """One line of the table: a measurement of `rows` rows, taken once per round."""
+
+    label: str
+    rows: int
+    seconds: list[float] = field(default_factory=list)
+    #: The section's subject rows/s ÷ this line's rows/s (1.0 on the subject's own line).
+    ratio: float | None = None
+    peak_rss_bytes: int | None = None
+    note: str = ""
+
+    @property
+    def median_seconds(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.median_seconds
+
+    @property
+    def spread(self) -> float:
+        """(slowest - fastest) / median: how much the rounds disagree."""
+        return (max(self.seconds) - min(self.seconds)) / self.median_seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "rows": self.rows,
+            "seconds": [round(s, 6) for s in self.seconds],
+            "median_seconds": round(self.median_seconds, 6),
+            "rows_per_second": round(self.rows_per_second, 1),
+            "spread": round(self.spread, 4),
+            "ratio": None if self.ratio is None else round(self.ratio, 4),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "note": self.note,
+        }
+
+
+@dataclass(slots=True)
+class Section:
+    """One benchmark's results: table lines, notes under the table, and facts for the JSON."""
+
+    name: str
+    title: str
+    results: list[Result] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: Facts about the services measured (e.g. PostgreSQL's version), merged into the run's machine facts.
+    environment: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "results": [r.to_json() for r in self.results],
+            "notes": self.notes,
+            "environment": self.environment,
+            "data": self.data,
+        }
+
+
+def paired_ratio(subject: Result, baseline: Result) -> float:
+    """Median over rounds of subject rows/s ÷ baseline rows/s, each pair measured in the same round.
+
+    Pairing cancels most of the machine's drift between rounds. Measurements
+    not taken in the same rounds fall back to the ratio of their medians.
+    """
+    if len(subject.seconds) != len(baseline.seconds):
+        return subject.rows_per_second / baseline.rows_per_second
+    return statistics.median(
+        (subject.rows / s) / (baseline.rows / b) for s, b in zip(subject.seconds, baseline.seconds, strict=True)
+    )
+
+
+def run_rounds(measurements: Sequence[tuple[Result, Callable[[int], float]]], repeats: int) -> None:
+    """Call each measurement once per round, appending the seconds it returns to its Result.
+
+    The order rotates from round to round, so no measurement always runs
+    first (on a cold cache) or right after the heaviest one.
+    """
+    for index in range(repeats):
+        shift = index % len(measurements)
+        for result, measure in (*measurements[shift:], *measurements[:shift]):
+            console.log(f"round {index + 1}/{repeats}: {result.label}")
+            result.seconds.append(measure(index))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds `fn()` took on the monotonic high-resolution clock."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def _ratio_text(ratio: float | None) -> str:
+    if ratio is None:
+        return ""
+    return f"{ratio:.2f}×" if ratio < 10 else f"{ratio:,.0f}×"
+
+
+def render_table(sections: Iterable[Section]) -> Table:
+    table = Table(title="datamill benchmarks", title_justify="left")
+    table.add_column("benchmark")
+    table.add_column("measurement")
+    table.add_column("rows", justify="right")
+    table.add_column("median s", justify="right")
+    table.add_column("spread", justify="right")
+    table.add_column("rows/s", justify="right")
+    table.add_column("datamill ÷ this", justify="right")
+    table.add_column("peak RSS", justify="right")
+    for section in sections:
+        for index, result in enumerate(section.results):
+            table.add_row(
+                section.name if index == 0 else "",
+                result.label + (f" [dim]({result.note})[/]" if result.note else ""),
+                f"{result.rows:,}",
+                f"{result.median_seconds:.3f}",
+                f"±{result.spread / 2:.0%}" if len(result.seconds) > 1 else "n=1",
+                f"{result.rows_per_second:,.0f}",
+                _ratio_text(result.ratio),
+                f"{result.peak_rss_bytes / MIB:,.0f} MiB" if result.peak_rss_bytes is not None else "",
+            )
+        table.add_section()
+    return table
+
+
+def print_report(sections: Sequence[Section], machine: Mapping[str, Any]) -> None:
+    out = Console(highlight=False, width=max(Console().width, 140))
+    cpu = f"{machine['cpu_count']} CPUs ({machine['cpu_model']})"
+    versions = f"Python {machine['python']}, PostgreSQL {machine.get('postgres', {}).get('server_version', '?')}"
+    out.print(f"{cpu}, {versions}, load average {machine['load_average_start']} at start")
+    out.print(render_table(sections))
+    for section in sections:
+        for note in section.notes:
+            out.print(f"[bold]{section.name}[/]: {note}")
+
+
+def write_json(document: Mapping[str, Any], started: datetime, directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    return path
+
+
+# --- machine facts --------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_info() -> dict[str, Any]:
+    """Facts that make a result file comparable with another: CPUs, memory, versions, commit."""
+    memory = next(
+        (line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")),
+        None,
+    )
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "memory_bytes": int(memory) * 1024 if memory else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "packages": {name: _version(name) for name in ("numpy", "pyarrow", "psycopg", "grpcio", "taskiq", "faker")},
+        "git_commit": _git_commit(),
+        "load_average_start": load_average(),
+    }
+
+
+# --- processes (Linux /proc) -----------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, from every thread's children list."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found.extend(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    stack = children(pid)
+    while stack:
+        child = stack.pop()
+        found.append(child)
+        stack.extend(children(child))
+    return found
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def status_bytes(pid: int, key: str) -> int:
+    """A memory figure from /proc/<pid>/status in bytes, e.g. "VmHWM" (peak RSS) or "VmRSS"."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            amount, unit = value.split()
+            if unit != "kB":
+                raise ValueError(f"unexpected unit {unit!r} for {key} of process {pid}")
+            return int(amount) * 1024
+    raise KeyError(f"/proc/{pid}/status has no {key}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces; fields after it are plain numbers.
+    fields = stat.rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
