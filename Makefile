@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 node_modules/.bin/buf: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	# npm ci rejects lock files without every platform's optional buf binary (npm 11); install is pinned by package.json.
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 # README command 1: the whole service on embedded PostgreSQL and Redis, a real Generate watched to the end.

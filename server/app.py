@@ -11,76 +11,93 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 
 import grpc
 import psycopg
 import structlog
+from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from datamill.v1 import dataset_service_pb2, dataset_service_pb2_grpc, job_service_pb2, job_service_pb2_grpc
 from server.api.dataset_servicer import DatasetServicer
 from server.api.health import HealthReporter
 from server.api.interceptors import LoggingInterceptor
 from server.api.job_servicer import JobServicer
+from server.api.readiness import ReadinessGate
 from server.core.errors import Unavailable
 from server.core.events import EventHub
 from server.core.jobs import JobDomain
 from server.core.logging import configure_logging
 from server.core.migrate import apply_migrations
 from server.core.settings import Settings, load_settings
-from server.core.store import JobStore, open_pool
+from server.core.store import JobStore
 from server.core.sweeper import Sweeper
 from worker.broker import TaskiqDispatcher, make_broker
 
 log = structlog.get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024  # 1 MiB chunks plus headroom, and room for large schemas
-STARTUP_TIMEOUT = 60.0
 
 
-async def _migrate_when_reachable(url: str) -> None:
-    """Apply migrations, waiting for PostgreSQL to come up (compose and k8s start things in any order)."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
+async def _migrate_when_reachable(url: str, ready: asyncio.Event) -> None:
+    """Apply migrations once PostgreSQL answers (compose and Kubernetes start things in any order)."""
     while True:
         try:
             applied = await apply_migrations(url)
-            log.info("migrations_checked", applied=applied)
-            return
         except psycopg.OperationalError as exc:
-            if time.monotonic() > deadline:
-                raise Unavailable(f"PostgreSQL unreachable for {STARTUP_TIMEOUT:.0f}s: {exc}") from exc
-            log.warning("database_unreachable_retrying", error=str(exc))
+            log.warning("database_unreachable_retrying", error=str(exc).strip().splitlines()[0])
             await asyncio.sleep(1.0)
+        else:
+            log.info("migrations_checked", applied=applied)
+            ready.set()
+            return
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Listen at once with health NOT_SERVING; serve once migrated and PostgreSQL, Redis answer."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    await _migrate_when_reachable(settings.database_url)
-    pool = await open_pool(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, name="datamill-server"
+    migrated = asyncio.Event()
+    pool = AsyncConnectionPool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        name="datamill-server",
+        timeout=5.0,  # a request waits this long for a connection, then gets UNAVAILABLE
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"row_factory": dict_row},
     )
-    broker = make_broker(settings.redis_url, settings.queue_name)
-    await broker.startup()  # creates the consumer group before the first kiq (PITFALLS.md)
-    dispatcher = TaskiqDispatcher(broker)
+    await pool.open(wait=False)  # connects in the background; requests wait up to the pool timeout
+    dispatcher = TaskiqDispatcher(make_broker(settings.redis_url, settings.queue_name))
     store = JobStore(pool)
     hub = EventHub(settings.database_url)
     domain = JobDomain(store, dispatcher, settings)
+
+    async def migrations_done() -> None:
+        if not migrated.is_set():
+            raise ConnectionError("migrations not applied yet")
 
     async def hub_connected() -> None:
         if not hub.connected.is_set():
             raise ConnectionError("event listener not connected")
 
     health = HealthReporter(
-        [("postgres", store.ping), ("redis", dispatcher.ping), ("listener", hub_connected)],
+        [
+            ("migrations", migrations_done),
+            ("postgres", store.ping),
+            ("redis", dispatcher.ping),
+            ("listener", hub_connected),
+        ],
         interval=settings.health_interval_seconds,
     )
     server = grpc.aio.server(
-        interceptors=[LoggingInterceptor()],
+        interceptors=[ReadinessGate(migrated), LoggingInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -91,8 +108,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         JobServicer(domain, hub, keepalive_seconds=settings.watch_keepalive_seconds), server
     )
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(domain), server)
-    from grpc_health.v1 import health_pb2_grpc  # noqa: PLC0415
-
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection(
@@ -107,14 +122,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise Unavailable(f"cannot listen on {settings.listen}")
+    await health.set_all(serving=False)
     await server.start()
+    log.info("server_started", listen=settings.listen, port=port)
 
     tasks = [
+        asyncio.create_task(_migrate_when_reachable(settings.database_url, migrated), name="migrate"),
         asyncio.create_task(hub.run(), name="event-hub"),
         asyncio.create_task(Sweeper(store, dispatcher, settings).run(), name="sweeper"),
         asyncio.create_task(health.run(), name="health"),
     ]
-    log.info("server_started", listen=settings.listen, port=port)
     try:
         await stop.wait()
     finally:
@@ -127,7 +144,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await broker.shutdown()
+            await dispatcher.close()
         await pool.close()
         log.info("server_stopped")
 

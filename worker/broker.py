@@ -42,10 +42,23 @@ class TaskiqDispatcher:
     def __init__(self, broker: RedisStreamBroker) -> None:
         self._broker = broker
         self._kicker: AsyncKicker[[str], None] = AsyncKicker(task_name=RUN_JOB_TASK, broker=broker, labels={})
+        self._started = False
+
+    async def _ensure_started(self) -> None:
+        # The consumer group must exist before the first message (PITFALLS.md), but
+        # Redis may be down when the server starts: create it on first contact.
+        if not self._started:
+            await self._broker.startup()
+            self._started = True
 
     async def dispatch(self, job_id: uuid.UUID) -> None:
+        await self._ensure_started()
         await self._kicker.kiq(str(job_id))
 
     async def ping(self) -> None:
+        await self._ensure_started()
         async with Redis(connection_pool=self._broker.connection_pool) as redis:
             await redis.ping()
+
+    async def close(self) -> None:
+        await self._broker.shutdown()

@@ -29,7 +29,7 @@ class HealthReporter:
         self._serving: bool | None = None
         self._draining = False
 
-    async def _set_all(self, serving: bool) -> None:
+    async def set_all(self, *, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in SERVICES:
             await self.servicer.set(name, status)
@@ -43,13 +43,12 @@ class HealthReporter:
                 failing.append(f"{name}: {type(exc).__name__}")
         serving = not failing
         if serving != self._serving and not self._draining:
-            await self._set_all(serving)
+            await self.set_all(serving=serving)
             log.info("health_changed", serving=serving, failing=failing)
             self._serving = serving
         return serving
 
     async def run(self) -> None:
-        await self._set_all(False)
         while True:
             await self.check_once()
             await asyncio.sleep(self._interval)

@@ -78,6 +78,7 @@ async def open_pool(conninfo: str, *, min_size: int, max_size: int, name: str) -
         min_size=min_size,
         max_size=max_size,
         name=name,
+        timeout=10.0,
         open=False,
         check=AsyncConnectionPool.check_connection,
         kwargs={"row_factory": dict_row},

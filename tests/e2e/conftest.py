@@ -54,11 +54,19 @@ class Stack:
 
 
 def make_stack(
-    admin_conninfo: str, redis_url: str, tmp: Path, *, settings: dict[str, str] | None = None, workers: int = 1
+    admin_conninfo: str,
+    redis_url: str,
+    tmp: Path,
+    *,
+    settings: dict[str, str] | None = None,
+    workers: int = 1,
+    create_database: bool = True,
+    wait: bool = True,
 ) -> Stack:
     dbname = f"e2e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    if create_database:
+        with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
     database_url = make_conninfo(admin_conninfo, dbname=dbname)
     target = f"127.0.0.1:{free_port()}"
     env = service_env(
@@ -79,7 +87,8 @@ def make_stack(
     stack = Stack(target, database_url, env, logs, server_process(env, logs / "server.log").start())
     for _ in range(workers):
         stack.start_worker()
-    wait_for_serving(target, process=stack.server)
+    if wait:
+        wait_for_serving(target, process=stack.server)
     return stack
 
 
@@ -95,8 +104,8 @@ def stop_stack(stack: Stack, admin_conninfo: str) -> None:
 def stack_factory(pg_server: str, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[object]:
     stacks: list[Stack] = []
 
-    def factory(*, settings: dict[str, str] | None = None, workers: int = 1) -> Stack:
-        stack = make_stack(pg_server, redis_url, tmp_path / f"stack{len(stacks)}", settings=settings, workers=workers)
+    def factory(*, redis: str | None = None, **options: Any) -> Stack:
+        stack = make_stack(pg_server, redis or redis_url, tmp_path / f"stack{len(stacks)}", **options)
         stacks.append(stack)
         return stack
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import Client
+from client import Client, RetryPolicy
+from client.errors import UnavailableError
 from datamill.v1 import job_pb2
 from server.dev import health_status
+from server.devstack import EmbeddedRedis, free_port
 from tests.e2e.conftest import Stack
 from tests.e2e.helpers import RawWatch, schema, wait_for
 
@@ -75,3 +79,34 @@ def test_worker_killed_mid_job_is_finished_by_another_worker(stack_factory: obje
     types = [t for (t,) in stack.sql("SELECT type FROM job_events WHERE job_id = %s ORDER BY seq", job.id)]
     assert "REQUEUED" in types and types.count("STARTED") == 2 and types[-1] == "SUCCEEDED"
     assert time.monotonic() - killed_at < 60
+
+
+def test_not_serving_until_postgres_and_redis_answer(stack_factory: object, pg_server: str, tmp_path: Path) -> None:
+    """The server listens at once but serves only once migrated and both dependencies answer;
+    a job submitted while Redis is down runs as soon as it is back."""
+    redis_port = free_port()
+    stack: Stack = stack_factory(  # type: ignore[operator]
+        redis=f"redis://127.0.0.1:{redis_port}/0", create_database=False, wait=False
+    )
+    wait_for(lambda: health_status(stack.target) is not None, timeout=30, what="the server to listen")
+    time.sleep(1.0)
+    assert health_status(stack.target) == NOT_SERVING
+    with Client.connect(stack.target, retry=RetryPolicy(max_attempts=1)) as client:
+        with pytest.raises(UnavailableError) as starting:
+            client.get_job("00000000-0000-0000-0000-000000000000")
+        assert starting.value.reason == "STARTING"
+        assert starting.value.retry_delay is not None
+
+        dbname = psycopg.conninfo.conninfo_to_dict(stack.database_url)["dbname"]
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        time.sleep(2.0)  # migrated now, but Redis is still missing
+        assert health_status(stack.target) == NOT_SERVING
+        job = client.generate("patient", schema=schema(1_000))  # stored; the hand-off waits for Redis
+
+        with EmbeddedRedis(tmp_path / "late-redis", port=redis_port):
+            wait_for(lambda: health_status(stack.target) == SERVING, timeout=30, what="SERVING")
+            final = client.wait(job.id)
+            assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.error.message
+            for proc in (*stack.workers, stack.server):
+                proc.stop()
