@@ -24,6 +24,8 @@ class Attempt:
     store: JobStore
     settings: Settings
     cancel_requested: bool = field(default=False)
+    # Set when the worker shuts down: the job is given back, not cancelled or failed.
+    releasing: bool = field(default=False)
 
     def raise_if_cancelled(self) -> None:
         if self.cancel_requested:

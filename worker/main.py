@@ -14,9 +14,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="datamill-worker", description=__doc__)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--max-async-tasks", type=int, default=4, help="concurrent jobs per process (default 4)")
-    parser.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds to finish tasks on SIGTERM")
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=None,
+        help="seconds to finish jobs on SIGTERM before giving them back (default DATAMILL_WORKER_SHUTDOWN_SECONDS)",
+    )
     args = parser.parse_args(argv)
-    load_settings()  # fail fast, with a clear message, before forking workers
+    settings = load_settings()  # fail fast, with a clear message, before forking workers
+    grace = settings.worker_shutdown_seconds if args.shutdown_timeout is None else args.shutdown_timeout
     worker_args = WorkerArgs.from_cli(
         [
             "worker.tasks:broker",
@@ -27,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
             "--max-prefetch",
             "0",
             "--wait-tasks-timeout",
-            str(args.shutdown_timeout),
+            str(grace),
+            # Room for the shutdown hook that gives unfinished jobs back.
             "--shutdown-timeout",
-            str(args.shutdown_timeout),
+            str(grace + 10),
             "--no-configure-logging",
         ]
     )

@@ -30,6 +30,7 @@ class JobRunner:
         self._store = store
         self._settings = settings
         self._bodies = bodies
+        self._active: dict[uuid.UUID, tuple[Attempt, asyncio.Task[None]]] = {}
 
     async def run(self, job_id: uuid.UUID) -> None:
         token = uuid.uuid4()
@@ -43,6 +44,7 @@ class JobRunner:
             body = self._bodies[job.kind]
             work = asyncio.create_task(body.run(attempt), name=f"job-{job.id}")
             heartbeat = asyncio.create_task(self._heartbeat(attempt, work), name=f"heartbeat-{job.id}")
+            self._active[job.id] = (attempt, work)
             try:
                 await work
                 log.info("job_succeeded")
@@ -54,6 +56,8 @@ class JobRunner:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # the worker itself is shutting down
+                if attempt.releasing:
+                    return  # release_all gives the job back
                 if heartbeat.done() and isinstance(heartbeat.exception(), LeaseLost):
                     log.warning("lease_lost")
                 elif attempt.cancel_requested:
@@ -66,9 +70,32 @@ class JobRunner:
                 log.exception("job_error")
                 await asyncio.shield(self._fail_or_retry(attempt, body, exc, retryable=True))
             finally:
+                self._active.pop(job.id, None)
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LeaseLost, DatamillError):
                     await heartbeat
+
+    async def release_all(self) -> int:
+        """On worker shutdown: stop the jobs still running and give them back at once.
+
+        taskiq first waits `--wait-tasks-timeout` for running tasks, so a job that
+        can finish in that time finishes; the rest go back to QUEUED with their
+        checkpoints, and another worker resumes them without waiting for the lease.
+        """
+        released = 0
+        for job_id, (attempt, work) in list(self._active.items()):
+            attempt.releasing = True
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            try:
+                await self._store.release(job_id, attempt.lease_token)
+            except (LeaseLost, DatamillError) as exc:
+                log.warning("job_release_failed", job_id=str(job_id), error=str(exc))
+            else:
+                released += 1
+                log.info("job_released", job_id=str(job_id))
+        return released
 
     async def _heartbeat(self, attempt: Attempt, work: asyncio.Task[None]) -> None:
         """Renew the lease; cancel the work when cancellation is requested or the lease is lost."""

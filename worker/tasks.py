@@ -38,6 +38,7 @@ async def _startup(state: TaskiqState) -> None:
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def _shutdown(state: TaskiqState) -> None:
+    await state.runner.release_all()
     await state.pool.close()
     log.info("worker_stopped")
 

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     retry_backoff_base_seconds: PositiveSeconds = Field(2.0, description="First retry delay; doubles per attempt.")
     retry_backoff_max_seconds: PositiveSeconds = Field(300.0, description="Upper bound of the retry delay.")
 
+    # Worker
+    worker_shutdown_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM a worker lets running jobs finish this long, then gives them back."
+    )
+
     # Generate
     generate_chunk_rows: int = Field(
         25_000, ge=100, le=10_000_000, description="Rows per durable checkpoint (one COPY per transaction)."

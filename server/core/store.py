@@ -344,6 +344,15 @@ class JobStore:
             raise LeaseLost(str(job_id))
         return JobRow.from_row(row)
 
+    async def release(self, job_id: uuid.UUID, lease_token: uuid.UUID) -> JobRow:
+        """Give a job back without spending an attempt (worker shutdown); progress is kept."""
+        async with self._conn() as conn:
+            cur = await conn.execute(query("release_job"), {"id": job_id, "lease_token": lease_token})
+            row = await cur.fetchone()
+        if row is None:
+            raise LeaseLost(str(job_id))
+        return JobRow.from_row(row)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection inside a transaction, with errors translated."""

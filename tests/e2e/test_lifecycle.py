@@ -110,3 +110,32 @@ def test_not_serving_until_postgres_and_redis_answer(stack_factory: object, pg_s
             assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.error.message
             for proc in (*stack.workers, stack.server):
                 proc.stop()
+
+
+def test_worker_sigterm_gives_the_job_back_at_once(stack_factory: object) -> None:
+    """A stopping worker that cannot finish in its grace period hands the job back without
+    waiting for its lease to expire, keeps its checkpoints and spends no attempt."""
+    rows = 6_000_000
+    stack: Stack = stack_factory(  # type: ignore[operator]
+        settings={
+            "DATAMILL_LEASE_SECONDS": "60",
+            "DATAMILL_GENERATE_CHUNK_ROWS": "50000",
+            "DATAMILL_WORKER_SHUTDOWN_SECONDS": "0.2",
+        },
+    )
+    with Client.connect(stack.target) as client:
+        job = client.generate("handed_back", schema=schema(rows))
+        wait_for(lambda: client.get_job(job.id).progress.done > 0, timeout=60, what="first checkpoint")
+        stopped_at = time.monotonic()
+        assert stack.workers[0].stop() == 0, stack.workers[0].log_tail()
+        released = client.get_job(job.id)
+        assert released.state == job_pb2.JOB_STATE_QUEUED, "the job should be back in the queue"
+        assert released.attempt == 0
+        assert 0 < released.progress.done < rows
+        assert time.monotonic() - stopped_at < 15, "released long before the 60 s lease"
+        stack.start_worker()
+        final = client.wait(job.id)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.error.message
+    assert final.attempt == 1
+    (table,) = stack.sql("SELECT table_name FROM datasets WHERE name = 'handed_back'")[0]
+    assert stack.sql(f'SELECT count(*), count(DISTINCT seq) FROM datasets."{table}"') == [(rows, rows)]

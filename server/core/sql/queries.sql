@@ -157,3 +157,12 @@ DELETE FROM datasets WHERE id = %(id)s;
 
 -- name: mark_dataset_ready
 UPDATE datasets SET ready = true, row_count = %(row_count)s WHERE id = %(id)s;
+
+-- name: release_job
+-- A worker shutting down gives its job back at once instead of letting the
+-- lease run out; the attempt it used is returned too, since it did not fail.
+UPDATE jobs
+SET state = 'QUEUED', attempt = attempt - 1, lease_token = NULL, lease_expires_at = NULL, dispatched_at = NULL,
+    not_before = now(), updated_at = now(), event_seq = event_seq + 1, last_event = 'REQUEUED'
+WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'RUNNING'
+RETURNING *;
