@@ -65,19 +65,22 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
-        h: Any = handler
-        if h.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                unary_wrapper(h.unary_unary), h.request_deserializer, h.response_serializer
-            )
-        if h.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                unary_wrapper(h.stream_unary), h.request_deserializer, h.response_serializer
-            )
-        if h.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                stream_wrapper(h.unary_stream), h.request_deserializer, h.response_serializer
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            stream_wrapper(h.stream_stream), h.request_deserializer, h.response_serializer
-        )
+        return with_behaviors(handler, unary_wrapper, stream_wrapper)
+
+
+def with_behaviors(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    unary: Callable[[Callable[..., Any]], Callable[..., Awaitable[Any]]],
+    stream: Callable[[Callable[..., Any]], Callable[..., AsyncIterator[Any]]],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler with its behavior replaced: `unary` wraps unary-response
+    behaviors, `stream` wraps streaming-response ones. Serializers are kept."""
+    h: Any = handler
+    args = (h.request_deserializer, h.response_serializer)
+    if h.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(h.unary_unary), *args)
+    if h.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(h.stream_unary), *args)
+    if h.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(h.unary_stream), *args)
+    return grpc.stream_stream_rpc_method_handler(stream(h.stream_stream), *args)

@@ -15,6 +15,7 @@ import grpc
 from grpc_status import rpc_status
 
 from server.api.errors import to_status
+from server.api.interceptors import with_behaviors
 from server.core.errors import Unavailable
 
 _OPEN_PREFIXES = ("/grpc.health", "/grpc.reflection")
@@ -43,12 +44,4 @@ class ReadinessGate(grpc.aio.ServerInterceptor):
             await context.abort_with_status(status)
             yield  # pragma: no cover  # makes this an async generator
 
-        h: Any = handler
-        args = (h.request_deserializer, h.response_serializer)
-        if h.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(refuse, *args)
-        if h.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(refuse, *args)
-        if h.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(refuse_stream, *args)
-        return grpc.stream_stream_rpc_method_handler(refuse_stream, *args)
+        return with_behaviors(handler, lambda _: refuse, lambda _: refuse_stream)
