@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo dev test check lint typecheck proto proto-check buf-lint unit integration e2e bench clean
+.PHONY: venv demo dev test check lint typecheck proto proto-check buf-lint unit integration e2e bench clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ typecheck: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python scripts/protogen.py
+
+docs: $(STAMP)
+	$(BIN)/python scripts/fieldtypes_doc.py
 
 proto-check: $(STAMP)
 	$(BIN)/python scripts/protogen.py --check

@@ -245,7 +245,9 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "python_executable": sys.executable,
-        "packages": {name: _version(name) for name in ("numpy", "pyarrow", "psycopg", "grpcio", "taskiq", "faker")},
+        "packages": {
+            name: _version(name) for name in ("numpy", "pyarrow", "psycopg", "grpcio", "taskiq", "faker", "mimesis")
+        },
         "git_commit": _git_commit(),
         "load_average_start": load_average(),
     }
@@ -291,6 +293,19 @@ def status_bytes(pid: int, key: str) -> int:
                 raise ValueError(f"unexpected unit {unit!r} for {key} of process {pid}")
             return int(amount) * 1024
     raise KeyError(f"/proc/{pid}/status has no {key}")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Set the process's peak RSS (VmHWM) to its current RSS, so that it measures what comes next.
+
+    False when the kernel refuses (before Linux 4.0, or not our process): the peak then stays the one since
+    the process started.
+    """
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,24 +1,28 @@
-"""The Generate benchmark: datamill end to end against three baselines, in the same rounds.
+"""The Generate benchmark: datamill end to end against its baselines, in the same rounds.
 
-- datamill end to end: the real stack (`server.dev.dev_stack`: embedded
+Every measurement makes the rows of one schema, the standard 8 columns (uuid,
+full name, email, integer range, float, timestamp, weighted choice, sentence):
+
+- a, datamill end to end: the real stack (`server.dev.dev_stack`: embedded
   PostgreSQL and Redis, datamill-server, one datamill-worker process), timed
   from the Generate call until the watched job is SUCCEEDED.
-- A, raw binary COPY: the same rows, made and encoded beforehand, copied by
+- b, raw binary COPY: the same rows, made and encoded beforehand, copied by
   psycopg into an identical table of the same PostgreSQL in one transaction.
   Nothing that writes these rows can be faster: this is the ceiling.
-- B, the engine alone: `generate_chunk` + `encode_copy_binary` in this
-  process, chunk by chunk as the worker makes them, with no database.
-- C, Faker: the same six values per row made by Faker in a Python loop (a
-  smaller row count; it is slow), with no encoding and no database at all.
+- c, Faker and d, Mimesis: the same 8 values per row made in a Python loop
+  (fewer rows: they are slow; rows/s compares), with no encoding and no
+  database at all, so they only flatter the baselines.
+- the engine alone: `generate_chunk` + `encode_copy_binary` in this process,
+  chunk by chunk as the worker makes them, with no database (where a's time goes).
 
-Then, outside the rounds: a job of twice the rows on the same worker (its peak
-RSS must not grow with the row count, because rows go in chunks), the fixed
-cost of a one-row job, and two jobs at once on two worker processes.
+The table gives a's rows/s divided by each one's, the median over rounds of
+the ratio within a round. Then, outside the rounds: the worker's peak RSS
+during a job of 5× the rows, the fixed cost of a one-row job, and two jobs at
+once on two worker processes.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import os
 import statistics
@@ -27,9 +31,9 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
@@ -44,42 +48,62 @@ from bench.common import (
     cpu_seconds,
     descendants,
     paired_ratio,
+    reset_peak_rss,
     run_rounds,
     status_bytes,
     timed,
 )
 from client import Client
 from datamill.v1 import job_pb2
-from server.core.fieldtypes import (
-    FIELD_TYPES,
-    ChoiceParams,
-    FloatParams,
-    IntegerParams,
-    TextParams,
-    TimestampParams,
-)
-from server.core.schema import SchemaSpec, columns, validate_schema
+from server.core.fieldtypes.core import ChoiceParams, FloatParams, IntegerParams, TimestampParams
+from server.core.fieldtypes.text import SentenceParams
+from server.core.jobs import shard_ranges
+from server.core.schema import SchemaSpec, columns, field_params, validate_schema
 from server.core.settings import Settings
-from server.dev import DEMO_SCHEMA, dev_stack, worker_process
+from server.dev import dev_stack, worker_process
 from server.devstack import free_port
 from worker.engines.generate import generate_chunk
 from worker.engines.pgcopy import copy_sql, create_table_sql, encode_copy_binary
 
 NAME = "generate"
-FAKER_ROWS = 20_000
+#: Rows Faker and Mimesis make a round (fewer with --quick); their rows/s is what compares.
+BASELINE_ROWS = 50_000
+QUICK_BASELINE_ROWS = 10_000
+#: The larger job, for the worker's peak RSS: bounded by the shards a worker process runs at once, not by rows.
+BIG_JOB_FACTOR = 5
 LATENCY_SAMPLES = 5
-#: The worker's chunk size, so the in-process baselines make rows the way the worker does.
+#: The worker's chunk and shard sizes (dev_stack passes no DATAMILL_ settings, so the defaults hold).
 CHUNK_ROWS: int = Settings.model_fields["generate_chunk_rows"].default
+SHARD_ROWS: int = Settings.model_fields["generate_shard_rows"].default
+MAX_SHARDS: int = Settings.model_fields["generate_max_shards"].default
+#: datamill-worker's default --max-async-tasks: the jobs (shards) one worker process runs at once.
+JOBS_PER_PROCESS = 4
 BASELINE_SCHEMA = "bench"
+#: The issue's targets: a/b (datamill ÷ raw COPY) and a/c (datamill ÷ Faker) at least these.
+TARGETS = {"a/b": 0.7, "a/c": 50.0}
 
-
-def bench_schema() -> dict[str, Any]:
-    """The demo's 6-column schema, with text of 3 to 12 words (the text type's default range)."""
-    schema = copy.deepcopy(DEMO_SCHEMA)
-    for spec in schema["fields"]:
-        if spec["type"] == "text":
-            spec["params"].update(min_words=3, max_words=12)
-    return schema
+#: The standard 8-column schema of the benchmark.
+STANDARD_SCHEMA: dict[str, Any] = {
+    "seed": 42,
+    "fields": [
+        {"name": "id", "type": "uuid4"},
+        {"name": "name", "type": "full_name"},
+        {"name": "email", "type": "email"},
+        {"name": "age", "type": "integer", "params": {"min": 18, "max": 90}},
+        {"name": "score", "type": "float", "params": {"min": 0, "max": 100, "decimals": 2}},
+        {
+            "name": "created_at",
+            "type": "timestamp",
+            "params": {"start": "2024-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+        },
+        {
+            "name": "plan",
+            "type": "choice",
+            "params": {"values": ["free", "pro", "team", "enterprise"], "weights": [70, 20, 8, 2]},
+        },
+        {"name": "note", "type": "sentence", "params": {"min_words": 3, "max_words": 12}, "null_rate": 0.1},
+    ],
+}
 
 
 def _validated(schema: dict[str, Any], rows: int) -> SchemaSpec:
@@ -89,10 +113,12 @@ def _validated(schema: dict[str, Any], rows: int) -> SchemaSpec:
 
 def run(options: Options) -> Section:
     rows = options.rows
-    schema = bench_schema()
-    spec = _validated(schema, rows)
-    faker_rows = min(rows, FAKER_ROWS // 2 if options.quick else FAKER_ROWS)
-    section = Section(NAME, f"Generate {rows:,} rows of 6 columns")
+    spec = _validated(STANDARD_SCHEMA, rows)
+    baseline_rows = min(rows, QUICK_BASELINE_ROWS if options.quick else BASELINE_ROWS)
+    section = Section(NAME, f"Generate {rows:,} rows of the standard {len(spec.fields)} columns")
+    faker = _python_baseline(section, "c: Faker", "faker", _faker_row_maker, spec, baseline_rows)
+    mimesis = _python_baseline(section, "d: Mimesis", "mimesis", _mimesis_row_maker, spec, baseline_rows)
+    python_baselines = [baseline for baseline in (faker, mimesis) if baseline is not None]
 
     console.log(f"encoding {rows:,} rows for the raw COPY baseline (not timed)")
     payload = _CopyPayload.build(spec)
@@ -105,7 +131,7 @@ def run(options: Options) -> Section:
             psycopg.connect(env["DATAMILL_DATABASE_URL"], autocommit=True) as admin,
         ):
             section.environment["postgres"] = _postgres_facts(admin)
-            stack = _Stack(client, admin, env["DATAMILL_DATABASE_URL"], schema)
+            stack = _Stack(client, admin, env["DATAMILL_DATABASE_URL"], STANDARD_SCHEMA)
             workers = _worker_processes(_find_worker(os.getpid()))
 
             console.log("warm-up job")
@@ -114,24 +140,27 @@ def run(options: Options) -> Section:
             rss_warm = _peak_rss(workers)
             latency = [stack.run_job(1) for _ in range(LATENCY_SAMPLES)]
 
-            datamill = Result("datamill end to end, 1 worker process", rows)
-            raw = Result("A: raw binary COPY, 1 transaction", rows)
-            engine = Result("B: engine alone, generate + encode", rows)
+            datamill = Result("a: datamill end to end, 1 worker process", rows)
+            raw = Result("b: raw binary COPY, 1 transaction", rows)
+            engine = Result("engine alone: generate + encode, no database", rows)
             measurements: list[tuple[Result, Callable[[int], float]]] = [
                 (datamill, lambda _: stack.run_job(rows)),
                 (raw, lambda index: stack.raw_copy(payload, f"raw_{index}")),
                 (engine, lambda _: timed(lambda: _engine(spec))),
+                *python_baselines,
             ]
-            faker = _faker_result(spec, faker_rows, section)
-            if faker is not None:
-                measurements.append((faker, lambda _: timed(lambda: _faker(spec, faker_rows))))
+            # Each phase's own peak where the kernel lets us reset it (else: the peak since start).
+            per_phase = _reset_peak_rss(workers)
             run_rounds(measurements, options.repeats)
             datamill.peak_rss_bytes = _peak_rss(workers)
-            payload.release()  # ~100 bytes a row: free it before the larger jobs
+            payload.release()  # the whole COPY stream: free it before the larger job
 
-            console.log(f"datamill job of {2 * rows:,} rows")
-            double = Result("datamill end to end, 1 worker process, 2×", 2 * rows, [stack.run_job(2 * rows)])
-            double.peak_rss_bytes = _peak_rss(workers)
+            big_rows = BIG_JOB_FACTOR * rows
+            console.log(f"datamill job of {big_rows:,} rows")
+            _reset_peak_rss(workers)
+            big = Result(f"datamill end to end, 1 worker process, {BIG_JOB_FACTOR}× rows", big_rows)
+            big.seconds.append(stack.run_job(big_rows))
+            big.peak_rss_bytes = _peak_rss(workers)
 
             console.log(f"two jobs of {rows:,} rows on two worker processes")
             extra = worker_process(env, Path(tmp) / "logs" / "worker-extra.log", name="worker-extra").start()
@@ -144,39 +173,89 @@ def run(options: Options) -> Section:
             finally:
                 extra.stop()
 
-    for result in (raw, engine, *([faker] if faker else [])):
+    compared = [raw, engine, *(result for result, _ in python_baselines)]
+    for result in compared:
         result.ratio = paired_ratio(datamill, result)
     datamill.ratio = 1.0
-    for result in (double, pair):
+    for result in (big, pair):
         result.ratio = datamill.rows_per_second / result.rows_per_second
-    section.results = [datamill, raw, engine, *([faker] if faker else []), double, pair]
+    section.results = [datamill, *compared, big, pair]
 
-    ceiling = paired_ratio(datamill, raw)
-    scale = pair.rows_per_second / double.rows_per_second
+    ratios = {
+        "a/b": raw.ratio,
+        "a/c": faker[0].ratio if faker else None,
+        "a/d": mimesis[0].ratio if mimesis else None,
+    }
+    scale = pair.rows_per_second / datamill.rows_per_second
+    rss_since = "each phase's own" if per_phase else "since the process started (not resettable here)"
+    section.notes += [_ratio_note(name, ratio, options.repeats) for name, ratio in ratios.items() if ratio]
+    if python_baselines:
+        section.notes.append(
+            f"Faker and Mimesis make {baseline_rows:,} rows a round, the others {rows:,}: rows/s compare"
+        )
     section.notes += [
-        f"datamill writes at {ceiling:.0%} of the raw binary COPY ceiling (median of {options.repeats} paired rounds)",
-        f"2 worker processes vs 1 on {2 * rows:,} rows: {scale:.2f}× (CPU seconds per worker process: {cpu},"
-        f" sharing {os.cpu_count()} CPUs with PostgreSQL)",
-        f"worker peak RSS: {rss_warm / MIB:,.0f} MiB after {warmup_rows:,} rows, "
-        f"{datamill.peak_rss_bytes / MIB:,.0f} MiB after {rows:,}-row jobs, "
-        f"{double.peak_rss_bytes / MIB:,.0f} MiB after a {2 * rows:,}-row job",
+        f"end to end runs at {paired_ratio(datamill, engine):.0%} of the engine alone's rows/s: the rest is"
+        " PostgreSQL, COPY and the job's bookkeeping, on the same CPUs",
+        f"worker peak RSS, {rss_since}: {rss_warm / MIB:,.0f} MiB after a {warmup_rows:,}-row job and imports,"
+        f" {_mib(datamill)} over the {rows:,}-row jobs ({_plural(len(_shards(rows)), 'shard')} each),"
+        f" {_mib(big)} over the {big_rows:,}-row job",
+        _shards_note(big_rows),
+        f"2 worker processes, 2 jobs of {rows:,} rows at once, vs 1 job on 1 process: {scale:.2f}× the rows/s"
+        f" (CPU seconds per worker process: {cpu}, sharing {os.cpu_count()} CPUs with PostgreSQL)",
         f"fixed cost of a 1-row job (Generate → SUCCEEDED): median {statistics.median(latency) * 1000:.0f} ms"
         f" of {LATENCY_SAMPLES}",
     ]
     section.data = {
-        "schema": schema,
+        "schema": STANDARD_SCHEMA,
         "chunk_rows": CHUNK_ROWS,
-        "copy_payload_bytes": payload_size(spec),
+        "shard_rows": SHARD_ROWS,
+        "jobs_per_worker_process": JOBS_PER_PROCESS,
+        "baseline_rows": baseline_rows,
+        "copy_payload_bytes": payload.size,
+        "ratios": {name: None if ratio is None else round(ratio, 4) for name, ratio in ratios.items()},
+        "targets": TARGETS,
         "one_row_job_seconds": [round(s, 6) for s in latency],
+        "worker_peak_rss_per_phase": per_phase,
         "worker_peak_rss_bytes": {
             str(warmup_rows): rss_warm,
             str(rows): datamill.peak_rss_bytes,
-            str(2 * rows): double.peak_rss_bytes,
+            str(big_rows): big.peak_rss_bytes,
         },
+        "big_job_shards": len(_shards(big_rows)),
         "two_process_scaling": scale,
         "two_process_worker_cpu_seconds": cpu,
     }
     return section
+
+
+def _ratio_note(name: str, ratio: float, repeats: int) -> str:
+    target = TARGETS.get(name)
+    verdict = "" if target is None else f"; target ≥ {target:g}: {'met' if ratio >= target else 'NOT met'}"
+    shown = f"{ratio:.2f}" if ratio < 10 else f"{ratio:,.0f}"
+    return f"{name} = {shown} (datamill rows/s ÷ baseline rows/s, median of {repeats} paired rounds{verdict})"
+
+
+def _mib(result: Result) -> str:
+    return "?" if result.peak_rss_bytes is None else f"{result.peak_rss_bytes / MIB:,.0f} MiB"
+
+
+def _shards_note(rows: int) -> str:
+    shards = len(_shards(rows))
+    if shards == 1:
+        return f"the {rows:,}-row job is not sharded (above {SHARD_ROWS:,} rows it would be): one pipeline of chunks"
+    return (
+        f"the {rows:,}-row job runs as {shards} shards of at most {SHARD_ROWS:,} rows, up to {JOBS_PER_PROCESS} at"
+        f" once in the one worker process (--max-async-tasks), each holding about 2 chunks of {CHUNK_ROWS:,} rows:"
+        " its RSS is bounded by the concurrent shards, not by the row count"
+    )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _shards(rows: int) -> list[tuple[int, int]]:
+    return shard_ranges(rows, shard_rows=SHARD_ROWS, max_shards=MAX_SHARDS, align=CHUNK_ROWS)
 
 
 # --- datamill ---------------------------------------------------------------------------------------
@@ -271,6 +350,11 @@ def _peak_rss(pids: list[int]) -> int:
     return max(status_bytes(pid, "VmHWM") for pid in pids)
 
 
+def _reset_peak_rss(pids: list[int]) -> bool:
+    reset = [reset_peak_rss(pid) for pid in pids]  # every one, even after a refusal
+    return all(reset)
+
+
 def _wait_for_log(path: Path, text: str, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -296,6 +380,7 @@ class _CopyPayload:
         self.header = header
         self.bodies = bodies
         self.trailer = trailer
+        self.size = len(header) + sum(len(body) for body in bodies) + len(trailer)
 
     @classmethod
     def build(cls, spec: SchemaSpec) -> _CopyPayload:
@@ -317,66 +402,136 @@ class _CopyPayload:
         yield self.trailer
 
 
-def payload_size(spec: SchemaSpec) -> int:
-    """Bytes of one chunk's COPY payload, scaled to the spec's rows (for the JSON; cheap)."""
-    sample = min(spec.rows, CHUNK_ROWS)
-    return len(encode_copy_binary(generate_chunk(spec, 0, sample))) * spec.rows // sample
-
-
 def _engine(spec: SchemaSpec) -> None:
     for start, count in _chunks(spec):
         encode_copy_binary(generate_chunk(spec, start, count))
 
 
-def _faker_result(spec: SchemaSpec, rows: int, section: Section) -> Result | None:
-    if importlib.util.find_spec("faker") is None:  # optional: the `bench` extra
-        section.notes.append("baseline C skipped: faker is not installed (pip install -e '.[bench]')")
+# Faker and Mimesis: one Python call per value, the way these libraries are used. Each field maps to the
+# library's closest equivalent of the field type; the values differ from datamill's, the work per row is alike.
+
+RowMaker = Callable[[], tuple[Any, ...]]
+
+
+def _python_baseline(
+    section: Section, label: str, module: str, row_maker: Callable[[SchemaSpec], RowMaker], spec: SchemaSpec, rows: int
+) -> tuple[Result, Callable[[int], float]] | None:
+    """A measurement making `rows` rows of the spec with `row_maker`, or None (and a note) if `module` is missing."""
+    if importlib.util.find_spec(module) is None:  # optional: the `bench` extra
+        section.notes.append(f"baseline {label} skipped: {module} is not installed (pip install -e '.[bench]')")
         return None
-    _faker_row_maker(spec)  # fail now, not in the middle of the rounds, on a type with no Faker equivalent
-    return Result("C: Faker, Python loop, no encoding", rows)
+    row_maker(spec)  # fail now, not in the middle of the rounds, on a type with no equivalent
+
+    def measure(_: int) -> float:
+        make_row = row_maker(spec)  # seeded afresh: every round makes the same rows
+        return timed(lambda: [make_row() for _ in range(rows)])
+
+    return Result(f"{label}, Python loop, no encoding, no database", rows), measure
 
 
-def _faker(spec: SchemaSpec, rows: int) -> list[tuple[Any, ...]]:
-    make_row = _faker_row_maker(spec)
-    return [make_row() for _ in range(rows)]
-
-
-def _faker_row_maker(spec: SchemaSpec) -> Callable[[], tuple[Any, ...]]:
-    """A function making one row of the spec's field types with Faker, as the engine would (values differ)."""
-    from faker import Faker  # noqa: PLC0415  # optional: the `bench` extra
-
-    fake = Faker("en_US")
-    fake.seed_instance(spec.seed)
+def _row_maker(
+    spec: SchemaSpec, value_maker: Callable[[str, Any], Callable[[], Any]], random: Callable[[], float]
+) -> RowMaker:
     makers: list[Callable[[], Any]] = []
     for field in spec.fields:
-        params = FIELD_TYPES[field.type].params.model_validate(field.params)
-        maker = _faker_value_maker(fake, field.type, params)
+        maker = value_maker(field.type, field_params(field))
         if field.null_rate > 0:
-            maker = _with_nulls(fake, maker, field.null_rate)
+            maker = _with_nulls(maker, field.null_rate, random)
         makers.append(maker)
     return lambda: tuple(make() for make in makers)
 
 
-def _faker_value_maker(fake: Any, field_type: str, params: Any) -> Callable[[], Any]:
-    if field_type == "uuid4":
-        return fake.uuid4  # type: ignore[no-any-return]
-    if isinstance(params, IntegerParams):
-        low, high = params.min, params.max
-        return lambda: fake.random_int(low, high)
-    if isinstance(params, FloatParams):
-        low_f, high_f = params.min, params.max
-        return lambda: fake.pyfloat(min_value=low_f, max_value=high_f)
-    if isinstance(params, ChoiceParams):
-        weighted = OrderedDict(zip(params.values, params.weights or [1.0] * len(params.values), strict=True))
-        return lambda: fake.random_element(weighted)
-    if isinstance(params, TextParams):
-        fewest, most = params.min_words, params.max_words
-        return lambda: fake.sentence(nb_words=fake.random_int(fewest, most), variable_nb_words=False)
-    if isinstance(params, TimestampParams):
-        start, end = params.start, params.end
-        return lambda: fake.date_time_between(start_date=start, end_date=end, tzinfo=UTC)
-    raise TypeError(f"no Faker equivalent for field type {field_type!r} in this benchmark")
+def _with_nulls(maker: Callable[[], Any], null_rate: float, random: Callable[[], float]) -> Callable[[], Any]:
+    return lambda: None if random() < null_rate else maker()
 
 
-def _with_nulls(fake: Any, maker: Callable[[], Any], null_rate: float) -> Callable[[], Any]:
-    return lambda: None if fake.random.random() < null_rate else maker()
+def _no_equivalent(library: str, field_type: str) -> TypeError:
+    return TypeError(f"no {library} equivalent for field type {field_type!r} in this benchmark")
+
+
+def _faker_row_maker(spec: SchemaSpec) -> RowMaker:
+    from faker import Faker  # noqa: PLC0415  # optional: the `bench` extra
+
+    fake = Faker("en_US")
+    fake.seed_instance(spec.seed)
+
+    def value_maker(field_type: str, params: Any) -> Callable[[], Any]:
+        fixed: dict[str, Callable[[], Any]] = {
+            "uuid4": fake.uuid4,
+            "full_name": fake.name,
+            "email": fake.email,
+            "word": fake.word,
+        }
+        if field_type in fixed:
+            return fixed[field_type]
+        if field_type == "integer":
+            integer = cast(IntegerParams, params)
+            return lambda: fake.random_int(integer.min, integer.max)
+        if field_type == "float":
+            floats = cast(FloatParams, params)
+            return lambda: fake.pyfloat(min_value=floats.min, max_value=floats.max, right_digits=floats.decimals)
+        if field_type == "timestamp":
+            instants = cast(TimestampParams, params)
+            return lambda: fake.date_time_between(start_date=instants.start, end_date=instants.end, tzinfo=UTC)
+        if field_type == "choice":
+            choice = cast(ChoiceParams, params)
+            # Faker wants an OrderedDict of value -> weight, for results that do not depend on PYTHONHASHSEED.
+            weighted = OrderedDict(zip(choice.values, choice.weights or [1.0] * len(choice.values), strict=True))
+            return lambda: fake.random_element(weighted)
+        if field_type == "sentence":
+            words = cast(SentenceParams, params)
+            return lambda: fake.sentence(
+                nb_words=fake.random_int(words.min_words, words.max_words), variable_nb_words=False
+            )
+        raise _no_equivalent("Faker", field_type)
+
+    return _row_maker(spec, value_maker, fake.random.random)
+
+
+def _mimesis_row_maker(spec: SchemaSpec) -> RowMaker:
+    from mimesis import Cryptographic, Datetime, Numeric, Person, Text  # noqa: PLC0415  # optional: `bench` extra
+    from mimesis.locales import Locale  # noqa: PLC0415
+
+    person = Person(Locale.EN, seed=spec.seed)
+    dates = Datetime(Locale.EN, seed=spec.seed)
+    text = Text(Locale.EN, seed=spec.seed)
+    numeric = Numeric(seed=spec.seed)
+    crypto = Cryptographic(seed=spec.seed)
+
+    def value_maker(field_type: str, params: Any) -> Callable[[], Any]:
+        fixed: dict[str, Callable[[], Any]] = {
+            "uuid4": crypto.uuid,
+            "full_name": person.full_name,
+            "email": person.email,
+            "word": text.word,
+        }
+        if field_type in fixed:
+            return fixed[field_type]
+        if field_type == "integer":
+            integer = cast(IntegerParams, params)
+            return lambda: numeric.integer_number(integer.min, integer.max)
+        if field_type == "float":
+            floats = cast(FloatParams, params)
+            digits = 15 if floats.decimals is None else floats.decimals
+            return lambda: numeric.float_number(floats.min, floats.max, precision=digits)
+        if field_type == "timestamp":
+            instants = cast(TimestampParams, params)
+            # Mimesis draws instants between whole years: those of start and end (end itself excluded).
+            first, last = instants.start.year, (instants.end - timedelta(microseconds=1)).year
+            return lambda: dates.datetime(first, last).replace(tzinfo=UTC)
+        if field_type == "choice":
+            choice = cast(ChoiceParams, params)
+            weighted = dict(zip(choice.values, choice.weights or [1.0] * len(choice.values), strict=True))
+            return lambda: numeric.random.weighted_choice(weighted)
+        if field_type == "sentence":
+            # Text.sentence() quotes a whole sentence of its corpus; words() makes one of a chosen length.
+            words = cast(SentenceParams, params)
+
+            def sentence() -> str:
+                count = text.random.randint(words.min_words, words.max_words)
+                return (" ".join(text.words(quantity=count)) + ".").capitalize()
+
+            return sentence
+        raise _no_equivalent("Mimesis", field_type)
+
+    return _row_maker(spec, value_maker, numeric.random.random)

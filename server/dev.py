@@ -29,7 +29,7 @@ DEMO_SCHEMA: dict[str, Any] = {
         {"name": "customer", "type": "integer", "params": {"min": 1, "max": 50_000}},
         {"name": "amount", "type": "float", "params": {"min": 1, "max": 500}},
         {"name": "status", "type": "choice", "params": {"values": ["new", "paid", "shipped"], "weights": [1, 3, 6]}},
-        {"name": "note", "type": "text", "params": {"min_words": 3, "max_words": 8}, "null_rate": 0.2},
+        {"name": "note", "type": "sentence", "params": {"min_words": 3, "max_words": 8}, "null_rate": 0.2},
         {
             "name": "created",
             "type": "timestamp",

@@ -50,5 +50,7 @@ class JobBody(Protocol):
     async def run(self, attempt: Attempt) -> None:
         """Do the work, ending with `attempt.succeed` in the last transaction."""
 
-    async def cleanup(self, conn: psycopg.AsyncConnection[Any], job: JobRow) -> None:
-        """Remove partial data, inside the transaction that fails or cancels the job."""
+    async def cleanup(
+        self, conn: psycopg.AsyncConnection[Any], job: JobRow, state: JobState, error: dict[str, Any]
+    ) -> None:
+        """Remove partial data, inside the transaction that ends the job in `state` (FAILED or CANCELLED)."""

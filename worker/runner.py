@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
@@ -19,7 +20,7 @@ from server.core.errors import DatamillError
 from server.core.models import JobKind, JobRow, JobState
 from server.core.retry import backoff_seconds
 from server.core.settings import Settings
-from server.core.store import JobStore, LeaseLost, error_json
+from server.core.store import JobStore, LeaseLost, cancelled_error, error_json
 from worker.attempt import Attempt, JobBody, JobCancelled
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,7 @@ class JobRunner:
                 await work
                 log.info("job_succeeded")
             except JobCancelled:
-                await asyncio.shield(self._terminate(attempt, body, JobState.CANCELLED, _cancelled_error()))
+                await asyncio.shield(self._terminate(attempt, body, JobState.CANCELLED, cancelled_error()))
             except LeaseLost:
                 log.warning("lease_lost")
             except asyncio.CancelledError:
@@ -61,7 +62,7 @@ class JobRunner:
                 if heartbeat.done() and isinstance(heartbeat.exception(), LeaseLost):
                     log.warning("lease_lost")
                 elif attempt.cancel_requested:
-                    await asyncio.shield(self._terminate(attempt, body, JobState.CANCELLED, _cancelled_error()))
+                    await asyncio.shield(self._terminate(attempt, body, JobState.CANCELLED, cancelled_error()))
                 else:
                     raise
             except DatamillError as exc:
@@ -117,6 +118,9 @@ class JobRunner:
         job = attempt.job
         error = _error_json(exc)
         try:
+            if attempt.cancel_requested:  # requeued, a cancelled job would never be claimed again
+                await self._terminate(attempt, body, JobState.CANCELLED, cancelled_error())
+                return
             if retryable and job.attempt < job.max_attempts:
                 delay = backoff_seconds(
                     job.attempt,
@@ -130,10 +134,10 @@ class JobRunner:
         except LeaseLost:
             log.warning("lease_lost")
 
-    async def _terminate(self, attempt: Attempt, body: JobBody, state: JobState, error: dict[str, object]) -> None:
+    async def _terminate(self, attempt: Attempt, body: JobBody, state: JobState, error: dict[str, Any]) -> None:
         try:
             async with self._store.transaction() as conn:
-                await body.cleanup(conn, attempt.job)
+                await body.cleanup(conn, attempt.job, state, error)
                 final: JobRow = await self._store.finish(
                     conn, attempt.job.id, attempt.lease_token, state=state, error=error
                 )
@@ -142,11 +146,7 @@ class JobRunner:
             log.warning("lease_lost")
 
 
-def _cancelled_error() -> dict[str, object]:
-    return error_json("CANCELLED", "the job was cancelled", "CANCELLED")
-
-
-def _error_json(exc: Exception) -> dict[str, object]:
+def _error_json(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, DatamillError):
         return error_json(exc.code.value, exc.message, exc.reason, exc.metadata)
     # Unexpected errors keep their text out of the job: it may hold internals.

@@ -32,7 +32,7 @@ async def _startup(state: TaskiqState) -> None:
     pool = await open_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="datamill-worker")
     store = JobStore(pool)
     state.pool = pool
-    state.runner = JobRunner(store, settings, {JobKind.GENERATE: GenerateJob()})
+    state.runner = JobRunner(store, settings, {JobKind.GENERATE: GenerateJob(), JobKind.GENERATE_SHARD: GenerateJob()})
     log.info("worker_started", queue=settings.queue_name)
 
 

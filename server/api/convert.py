@@ -13,6 +13,7 @@ from server.core.schema import FieldSpec, SchemaSpec
 
 _RESULT_FIELDS = {
     JobKind.GENERATE: ("generate", job_pb2.GenerateResult),
+    JobKind.GENERATE_SHARD: ("generate", job_pb2.GenerateResult),
     JobKind.INGEST: ("ingest", job_pb2.IngestResult),
     JobKind.EXPORT: ("export", job_pb2.ExportResult),
 }
@@ -27,7 +28,8 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 
 def job_kind(kind: JobKind) -> job_pb2.JobKind.ValueType:
-    return job_pb2.JobKind.Value(f"JOB_KIND_{kind.value}")
+    shown = JobKind.GENERATE if kind is JobKind.GENERATE_SHARD else kind
+    return job_pb2.JobKind.Value(f"JOB_KIND_{shown.value}")
 
 
 def job_state(state: JobState) -> job_pb2.JobState.ValueType:

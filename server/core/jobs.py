@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 import structlog
@@ -30,6 +30,7 @@ from server.core.models import (
     ProgressUnit,
     dataset_table_name,
 )
+from server.core.references import resolve_references
 from server.core.schema import SchemaSpec, columns, validate_schema
 from server.core.settings import Settings
 from server.core.store import JobStore
@@ -79,6 +80,13 @@ def parse_job_id(value: str, field: str = "job_id") -> uuid.UUID:
         raise InvalidArgument.single(field, "must be a job id (a UUID)") from None
 
 
+def shard_ranges(rows: int, *, shard_rows: int, max_shards: int, align: int) -> list[tuple[int, int]]:
+    """(start row, row count) of each shard: about shard_rows each, whole chunks, at most max_shards."""
+    size = max(shard_rows, -(-rows // max_shards))
+    size = -(-size // align) * align
+    return [(start, min(size, rows - start)) for start in range(0, rows, size)]
+
+
 class JobDomain:
     """Creates and manages jobs on behalf of the RPC layer."""
 
@@ -94,6 +102,8 @@ class JobDomain:
             v for v in (check_identifier(dataset_name, "dataset_name"), check_request_id(request_id)) if v is not None
         ]
         fingerprint = request_hash(JobKind.GENERATE, {"dataset_name": dataset_name, "schema": schema.to_json()})
+        schema, reference_violations = await resolve_references(self.store, tenant, schema)
+        violations.extend(reference_violations)
         try:
             spec = validate_schema(
                 schema, max_rows=self.settings.max_generate_rows, max_fields=self.settings.max_fields
@@ -113,14 +123,15 @@ class JobDomain:
                 for c in columns(spec)
             ],
         )
+        job_spec = {
+            "schema": spec.to_json(),
+            "chunk_rows": self.settings.generate_chunk_rows,
+            "dataset_schema": DATASET_SCHEMA,
+        }
         new = NewJob(
             tenant=tenant,
             kind=JobKind.GENERATE,
-            spec={
-                "schema": spec.to_json(),
-                "chunk_rows": self.settings.generate_chunk_rows,
-                "dataset_schema": DATASET_SCHEMA,
-            },
+            spec=job_spec,
             request_id=request_id,
             request_hash=fingerprint,
             max_attempts=self.settings.max_attempts,
@@ -128,10 +139,29 @@ class JobDomain:
             progress_unit=ProgressUnit.ROWS,
             dataset_name=dataset_name,
         )
+        ranges = shard_ranges(
+            spec.rows,
+            shard_rows=self.settings.generate_shard_rows,
+            max_shards=self.settings.generate_max_shards,
+            align=self.settings.generate_chunk_rows,
+        )
+        if len(ranges) > 1:
+            shards = tuple(
+                replace(
+                    new,
+                    kind=JobKind.GENERATE_SHARD,
+                    spec={**job_spec, "start_row": start, "row_count": count},
+                    request_id=None,
+                    progress_total=count,
+                )
+                for start, count in ranges
+            )
+            new = replace(new, shards=shards)
         job, created = await self.store.create_job(new, dataset)
         if created:
-            await self._dispatch(job.id)
-            log.info("job_created", job_id=str(job.id), kind=job.kind.value, rows=spec.rows)
+            for job_id in await self.store.shard_ids(job.id) if job.shard_count else [job.id]:
+                await self._dispatch(job_id)
+            log.info("job_created", job_id=str(job.id), kind=job.kind.value, rows=spec.rows, shards=len(ranges))
         return job, created
 
     async def _dispatch(self, job_id: uuid.UUID) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 class JobKind(StrEnum):
     GENERATE = "GENERATE"
+    GENERATE_SHARD = "GENERATE_SHARD"  # a part of a large Generate; internal, shown as GENERATE
     INGEST = "INGEST"
     EXPORT = "EXPORT"
 
@@ -86,6 +87,8 @@ class JobRow:
     started_at: datetime | None
     updated_at: datetime
     finished_at: datetime | None
+    parent_id: uuid.UUID | None = None  # on a shard: its Generate job
+    shard_count: int = 0  # on a sharded Generate: its number of shards
     # Only on rows read from the jobs table; snapshots leave it out.
     spec: dict[str, Any] | None = None
     request_hash: str | None = None
@@ -113,6 +116,8 @@ class JobRow:
             started_at=_time(row["started_at"]),
             updated_at=_time(row["updated_at"]),  # type: ignore[arg-type]
             finished_at=_time(row["finished_at"]),
+            parent_id=_uuid(row.get("parent_id")),
+            shard_count=int(row.get("shard_count") or 0),
             spec=row.get("spec"),
             request_hash=row.get("request_hash"),
         )
@@ -184,6 +189,8 @@ class NewJob:
     progress_unit: ProgressUnit
     dataset_name: str = ""
     dataset_id: uuid.UUID | None = None
+    # A sharded Generate: its shards, created with it (each with its own row range in spec).
+    shards: tuple[NewJob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,13 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from server.core import vocab
 from server.core.errors import FieldViolation, InvalidArgument
 from server.core.fieldtypes import FIELD_TYPES, FieldParams, FieldType
 
 DEFAULT_LOCALE = "en_US"
 UINT64_MAX = 2**64 - 1
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
-_LOCALE_RE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")
 _MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers silently
 
 
@@ -90,8 +90,10 @@ def validate_schema(spec: SchemaSpec, *, max_rows: int, max_fields: int, path: s
     if spec.seed is not None and not 0 <= spec.seed <= UINT64_MAX:
         violations.append(FieldViolation(f"{path}.seed", "must be an unsigned 64-bit integer"))
     locale = spec.locale or DEFAULT_LOCALE
-    if not _LOCALE_RE.fullmatch(locale):
-        violations.append(FieldViolation(f"{path}.locale", "must look like en_US"))
+    if not vocab.supports(locale):
+        supported = ", ".join(vocab.LOCALES)
+        violations.append(FieldViolation(f"{path}.locale", f"unsupported locale {locale!r}; supported: {supported}"))
+        locale = DEFAULT_LOCALE  # still check the fields, against the default vocabularies
 
     fields: list[FieldSpec] = []
     first_index_of: dict[str, int] = {}
@@ -101,31 +103,101 @@ def validate_schema(spec: SchemaSpec, *, max_rows: int, max_fields: int, path: s
             where = f"{path}.fields[{first_index_of[field_spec.name]}]"
             violations.append(FieldViolation(f"{field_path}.name", f"duplicates the name of {where}"))
         first_index_of.setdefault(field_spec.name, index)
-        normalized, problems = _check_field(field_spec, field_path, rows=max(spec.rows, 1))
+        normalized, problems = _check_field(field_spec, field_path, rows=max(spec.rows, 1), locale=locale)
         violations.extend(problems)
         if normalized is not None:
             fields.append(normalized)
 
     if violations:
         raise InvalidArgument(violations)
+    normalized_spec = SchemaSpec(fields=tuple(fields), rows=spec.rows, seed=spec.seed, locale=locale)
+    violations.extend(_input_problems(normalized_spec, path))
+    if violations:
+        raise InvalidArgument(violations)
     seed = spec.seed if spec.seed is not None else secrets.randbits(63)
-    return SchemaSpec(fields=tuple(fields), rows=spec.rows, seed=seed, locale=locale)
+    return replace(normalized_spec, seed=seed)
+
+
+def field_params(spec: FieldSpec) -> FieldParams:
+    """The params model of a validated field."""
+    return FIELD_TYPES[spec.type].params.model_validate(spec.params)
+
+
+def generation_order(spec: SchemaSpec) -> list[int]:
+    """Field indexes, each after the fields it is computed from (validation ruled out cycles)."""
+    index_of = {f.name: i for i, f in enumerate(spec.fields)}
+    order: list[int] = []
+    placed: set[int] = set()
+
+    def place(index: int) -> None:
+        if index in placed:
+            return
+        placed.add(index)
+        for name in field_params(spec.fields[index]).inputs():
+            place(index_of[name])
+        order.append(index)
+
+    for index in range(len(spec.fields)):
+        place(index)
+    return order
+
+
+def _input_problems(spec: SchemaSpec, path: str) -> Iterator[FieldViolation]:
+    """Fields computed from fields that do not exist, or from themselves through a cycle."""
+    index_of = {f.name: i for i, f in enumerate(spec.fields)}
+    params = [field_params(f) for f in spec.fields]
+    inputs = {i: p.inputs() for i, p in enumerate(params)}
+    for index, names in inputs.items():
+        for name in names:
+            if name not in index_of:
+                known = ", ".join(sorted(index_of))
+                yield FieldViolation(
+                    f"{path}.fields[{index}].params", f"refers to unknown field {name!r}; known: {known}"
+                )
+        types = {
+            n: FIELD_TYPES[spec.fields[index_of[n]].type].column(params[index_of[n]]).logical
+            for n in names
+            if n in index_of
+        }
+        for param, description in params[index].input_problems(types):
+            yield FieldViolation(f"{path}.fields[{index}].params.{param}", description)
+    for index in range(len(spec.fields)):
+        cycle = _cycle_from(index, inputs, index_of)
+        if cycle and min(cycle) == index:  # report each cycle once
+            trail = " -> ".join(spec.fields[i].name for i in [*cycle, cycle[0]])
+            yield FieldViolation(f"{path}.fields[{index}].params", f"fields depend on each other in a cycle: {trail}")
+
+
+def _cycle_from(start: int, inputs: Mapping[int, Sequence[str]], index_of: Mapping[str, int]) -> list[int]:
+    """The fields of a cycle through `start`, in order, or [] (depth-first search)."""
+    stack: list[tuple[int, list[int]]] = [(start, [start])]
+    seen: set[int] = set()
+    while stack:
+        node, trail = stack.pop()
+        for name in inputs[node]:
+            nxt = index_of.get(name)
+            if nxt is None:
+                continue
+            if nxt == start:
+                return trail
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*trail, nxt]))
+    return []
 
 
 def columns(spec: SchemaSpec) -> list[ColumnDef]:
     """The table columns of a validated spec, in order."""
-    return [
-        ColumnDef(
-            name=f.name,
-            logical_type=FIELD_TYPES[f.type].logical_type,
-            pg_type=FIELD_TYPES[f.type].pg_type,
-            nullable=f.null_rate > 0,
-        )
-        for f in spec.fields
-    ]
+    defs = []
+    for f in spec.fields:
+        column_type = FIELD_TYPES[f.type].column(field_params(f))
+        defs.append(ColumnDef(f.name, column_type.logical, column_type.pg, nullable=f.null_rate > 0))
+    return defs
 
 
-def _check_field(spec: FieldSpec, path: str, *, rows: int) -> tuple[FieldSpec | None, list[FieldViolation]]:
+def _check_field(
+    spec: FieldSpec, path: str, *, rows: int, locale: str
+) -> tuple[FieldSpec | None, list[FieldViolation]]:
     """The field's normalized form, or None and its violations."""
     violations = [FieldViolation(f"{path}.name", d) for d in _name_problems(spec.name)]
     if not 0.0 <= spec.null_rate <= 1.0:  # also rejects NaN
@@ -138,13 +210,23 @@ def _check_field(spec: FieldSpec, path: str, *, rows: int) -> tuple[FieldSpec | 
         violations.append(FieldViolation(f"{path}.type", _unknown_type(spec.type)))
         return None, violations
     if spec.unique and not field_type.supports_unique:
-        violations.append(FieldViolation(f"{path}.unique", f"unique is not supported for type {spec.type} yet"))
+        violations.append(FieldViolation(f"{path}.unique", f"type {spec.type} cannot promise distinct values"))
     params = _parse_params(field_type, spec.params, f"{path}.params")
     if isinstance(params, list):
         return None, violations + params
     violations.extend(
         FieldViolation(f"{path}.params.{name}", description) for name, description in params.problems(rows=rows)
     )
+    if spec.unique and field_type.supports_unique and not violations:
+        domain = params.domain(locale)
+        if domain is not None and domain < rows:
+            violations.append(
+                FieldViolation(
+                    f"{path}.unique",
+                    f"field {spec.name!r} ({spec.type}) has only {domain:,} distinct values"
+                    f" for locale {locale}, fewer than rows ({rows:,})",
+                )
+            )
     if violations:
         return None, violations
     return replace(spec, params=params.model_dump(mode="json", exclude_none=True)), []
@@ -160,7 +242,7 @@ def _name_problems(name: str) -> Iterator[str]:
 def _unknown_type(name: str) -> str:
     close = difflib.get_close_matches(name, FIELD_TYPES, n=3)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown type {name!r}.{hint} Known types: {', '.join(sorted(FIELD_TYPES))}."
+    return f"unknown type {name!r}.{hint} See docs/field-types.md for all {len(FIELD_TYPES)} types."
 
 
 def _parse_params(field_type: FieldType, params: Mapping[str, Any], path: str) -> FieldParams | list[FieldViolation]:

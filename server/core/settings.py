@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     generate_chunk_rows: int = Field(
         25_000, ge=100, le=10_000_000, description="Rows per durable checkpoint (one COPY per transaction)."
     )
+    generate_shard_rows: int = Field(
+        1_000_000,
+        ge=1_000,
+        description="A Generate of more rows is split into shards of about this many rows that run in parallel.",
+    )
+    generate_max_shards: int = Field(64, ge=1, le=10_000, description="Most shards one Generate is split into.")
     max_generate_rows: int = Field(1_000_000_000, ge=1, description="Largest row count one Generate may ask for.")
     max_fields: int = Field(500, ge=1, description="Most fields one schema may have.")
 

@@ -110,23 +110,9 @@ class JobStore:
         same request_id for a different request raises AlreadyExists.
         """
         job_id = uuid.uuid4()
+        dataset_id = dataset.id if dataset else new.dataset_id
         async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(
-                query("insert_job"),
-                {
-                    "id": job_id,
-                    "tenant": new.tenant,
-                    "kind": new.kind.value,
-                    "request_id": new.request_id,
-                    "request_hash": new.request_hash,
-                    "dataset_id": dataset.id if dataset else new.dataset_id,
-                    "dataset_name": new.dataset_name,
-                    "spec": Jsonb(new.spec),
-                    "progress_total": new.progress_total,
-                    "progress_unit": new.progress_unit.value,
-                    "max_attempts": new.max_attempts,
-                },
-            )
+            cur = await conn.execute(query("insert_job"), _job_params(job_id, new, dataset_id, parent_id=None))
             row = await cur.fetchone()
             if row is None:  # the request_id is taken
                 cur = await conn.execute(
@@ -152,7 +138,14 @@ class JobStore:
                         "job_id": job_id,
                     },
                 )
+            for shard in new.shards:
+                await conn.execute(query("insert_job"), _job_params(uuid.uuid4(), shard, dataset_id, parent_id=job_id))
             return JobRow.from_row(row), True
+
+    async def shard_ids(self, parent_id: uuid.UUID) -> list[uuid.UUID]:
+        async with self._conn() as conn:
+            cur = await conn.execute(query("shard_ids"), {"parent_id": parent_id})
+            return [r["id"] for r in await cur.fetchall()]
 
     async def mark_undispatched(self, job_id: uuid.UUID) -> None:
         """The hand-off to the queue failed: let the sweeper send it at its next round."""
@@ -194,6 +187,11 @@ class JobStore:
         """Cancel a QUEUED job at once, or flag a RUNNING one for its worker."""
         async with self._conn() as conn, conn.transaction():
             params = {"id": job_id, "tenant": tenant}
+            cur = await conn.execute(query("lock_live_parent"), params)
+            if await cur.fetchone() is not None:
+                parent = await stop_parent(conn, job_id, cancelled_error(), shard_id=None)
+                if parent is not None:
+                    return parent
             cur = await conn.execute(query("cancel_queued_job"), params)
             row = await cur.fetchone()
             if row is not None:
@@ -261,12 +259,22 @@ class JobStore:
 
     async def claim(self, job_id: uuid.UUID, lease_token: uuid.UUID, lease_seconds: float) -> JobRow | None:
         """Claim a QUEUED job for one attempt; None if it is not claimable (duplicate delivery)."""
-        async with self._conn() as conn:
+        async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(
                 query("claim_job"), {"id": job_id, "lease_token": lease_token, "lease_seconds": lease_seconds}
             )
             row = await cur.fetchone()
-        return JobRow.from_row(row) if row else None
+        if row is None:
+            return None
+        job = JobRow.from_row(row)
+        if job.parent_id is not None:  # a separate transaction: locks are taken parent first everywhere else
+            await self.sync_parent(job.parent_id)
+        return job
+
+    async def sync_parent(self, parent_id: uuid.UUID) -> None:
+        """Start a sharded Generate if it was queued, and set its progress to the sum of its shards'."""
+        async with self._conn() as conn:
+            await conn.execute(query("sync_parent"), {"id": parent_id})
 
     async def renew_lease(self, job_id: uuid.UUID, lease_token: uuid.UUID, lease_seconds: float) -> bool:
         """Extend the lease; return whether cancellation was requested. Raises LeaseLost."""
@@ -364,39 +372,112 @@ class JobStore:
     async def sweep_expired(self, *, limit: int, backoff: Any) -> list[JobRow]:
         """Requeue (or fail, after max_attempts) RUNNING jobs whose lease expired.
 
-        `backoff(attempt) -> seconds` gives the delay before the next attempt.
+        `backoff(attempt) -> seconds` gives the delay before the next attempt. Each job is
+        settled in its own transaction that locks a shard's parent before the shard, the
+        order CancelJob and the workers use, so a sweep never deadlocks with them.
         """
-        changed: list[JobRow] = []
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn() as conn:
             cur = await conn.execute(query("expired_leases"), {"limit": limit})
-            for row in await cur.fetchall():
-                if row["attempt"] >= row["max_attempts"]:
-                    error = error_json(
-                        "UNAVAILABLE",
-                        f"the worker stopped renewing its lease on attempt {row['attempt']} of "
-                        f"{row['max_attempts']}; no attempts left",
-                        "ATTEMPTS_EXHAUSTED",
-                    )
-                    cur2 = await conn.execute(query("fail_expired"), {"id": row["id"], "error": Jsonb(error)})
-                    if row["kind"] != JobKind.EXPORT.value and row["dataset_id"] is not None:
-                        await drop_pending_dataset(conn, row["dataset_id"])
-                else:
-                    error = error_json(
-                        "UNAVAILABLE",
-                        f"the worker stopped renewing its lease on attempt {row['attempt']}",
-                        "LEASE_EXPIRED",
-                    )
-                    cur2 = await conn.execute(
-                        query("requeue_expired"),
-                        {"id": row["id"], "error": Jsonb(error), "delay_seconds": backoff(row["attempt"])},
-                    )
-                changed.append(JobRow.from_row(await _one(cur2)))
+            candidates = await cur.fetchall()
+        changed: list[JobRow] = []
+        for candidate in candidates:
+            async with self._conn() as conn, conn.transaction():
+                if candidate["parent_id"] is not None:
+                    await conn.execute(query("lock_job"), {"id": candidate["parent_id"]})
+                cur = await conn.execute(query("lock_expired"), {"id": candidate["id"]})
+                row = await cur.fetchone()
+                if row is not None:  # else renewed, settled or taken by another sweeper meanwhile
+                    changed.append(await _settle_expired(conn, row, backoff))
         return changed
 
     async def due_for_dispatch(self, *, limit: int, redispatch_after: float) -> list[uuid.UUID]:
         async with self._conn() as conn:
             cur = await conn.execute(query("due_for_dispatch"), {"limit": limit, "redispatch_after": redispatch_after})
             return [r["id"] for r in await cur.fetchall()]
+
+
+async def _settle_expired(conn: psycopg.AsyncConnection[Any], row: dict[str, Any], backoff: Any) -> JobRow:
+    if row["attempt"] < row["max_attempts"] and not row["cancel_requested"]:
+        error = error_json(
+            "UNAVAILABLE", f"the worker stopped renewing its lease on attempt {row['attempt']}", "LEASE_EXPIRED"
+        )
+        cur = await conn.execute(
+            query("requeue_expired"), {"id": row["id"], "error": Jsonb(error), "delay_seconds": backoff(row["attempt"])}
+        )
+        return JobRow.from_row(await _one(cur))
+    if row["cancel_requested"]:
+        state, error = JobState.CANCELLED, cancelled_error()
+    else:
+        state = JobState.FAILED
+        error = error_json(
+            "UNAVAILABLE",
+            f"the worker stopped renewing its lease on attempt {row['attempt']} of {row['max_attempts']}; "
+            "no attempts left",
+            "ATTEMPTS_EXHAUSTED",
+        )
+    if row["parent_id"] is not None:
+        await stop_parent(conn, row["parent_id"], error, shard_id=row["id"])
+    elif row["kind"] != JobKind.EXPORT.value and row["dataset_id"] is not None:
+        await drop_pending_dataset(conn, row["dataset_id"])
+    cur = await conn.execute(query("fail_expired"), {"id": row["id"], "error": Jsonb(error), "state": state.value})
+    return JobRow.from_row(await _one(cur))
+
+
+def cancelled_error() -> dict[str, Any]:
+    return error_json("CANCELLED", "the job was cancelled", "CANCELLED")
+
+
+async def stop_parent(
+    conn: psycopg.AsyncConnection[Any], parent_id: uuid.UUID, error: dict[str, Any], *, shard_id: uuid.UUID | None
+) -> JobRow | None:
+    """Stop a sharded Generate that will not succeed: one of its shards ended otherwise, or CancelJob.
+
+    The first such outcome is kept on the parent, and its other shards are cancelled or
+    asked to stop. The parent ends (CANCELLED if that outcome was a cancel, else FAILED)
+    only once no shard runs any more (`shard_id`, the caller's own, not counted), and its
+    partial table goes in the same transaction: an ended Generate never has a shard still
+    writing, nor data left behind. Returns the parent, or None if it had already ended.
+    """
+    cur = await conn.execute(
+        query("stop_parent"), {"id": parent_id, "error": Jsonb(error), "announce": shard_id is None}
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    await conn.execute(query("cancel_queued_shards"), {"parent_id": parent_id})
+    await conn.execute(query("stop_running_shards"), {"parent_id": parent_id})
+    cur = await conn.execute(query("other_running_shards"), {"parent_id": parent_id, "shard_id": shard_id})
+    if (await _one(cur))["running"]:
+        return JobRow.from_row(row)
+    first = row["error"]
+    state = JobState.CANCELLED if first["reason"] == "CANCELLED" else JobState.FAILED
+    cur = await conn.execute(
+        query("finish_parent"),
+        {"id": parent_id, "state": state.value, "result": None, "error": Jsonb(first), "done": None},
+    )
+    if row["dataset_id"] is not None:
+        await drop_pending_dataset(conn, row["dataset_id"])
+    return JobRow.from_row(await _one(cur))
+
+
+def _job_params(
+    job_id: uuid.UUID, new: NewJob, dataset_id: uuid.UUID | None, *, parent_id: uuid.UUID | None
+) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "tenant": new.tenant,
+        "kind": new.kind.value,
+        "request_id": new.request_id,
+        "request_hash": new.request_hash,
+        "dataset_id": dataset_id,
+        "dataset_name": new.dataset_name,
+        "spec": Jsonb(new.spec),
+        "progress_total": new.progress_total,
+        "progress_unit": new.progress_unit.value,
+        "max_attempts": new.max_attempts,
+        "parent_id": parent_id,
+        "shard_count": len(new.shards),
+    }
 
 
 async def drop_pending_dataset(conn: psycopg.AsyncConnection[Any], dataset_id: uuid.UUID) -> None:

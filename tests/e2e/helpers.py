@@ -20,7 +20,7 @@ SCHEMA: dict[str, Any] = {
         {"name": "qty", "type": "integer", "params": {"min": 1, "max": 100}},
         {"name": "price", "type": "float", "params": {"min": 0, "max": 1000}},
         {"name": "status", "type": "choice", "params": {"values": ["a", "b", "c"]}},
-        {"name": "note", "type": "text", "null_rate": 0.1},
+        {"name": "note", "type": "sentence", "null_rate": 0.1},
         {"name": "at", "type": "timestamp"},
     ],
 }

@@ -54,7 +54,12 @@ def test_health_serving_then_not_serving_on_sigterm(stack_factory: object) -> No
 def test_worker_killed_mid_job_is_finished_by_another_worker(stack_factory: object) -> None:
     rows = 4_000_000
     stack: Stack = stack_factory(  # type: ignore[operator]
-        settings={"DATAMILL_LEASE_SECONDS": "3", "DATAMILL_GENERATE_CHUNK_ROWS": "50000"}, workers=1
+        settings={
+            "DATAMILL_LEASE_SECONDS": "3",
+            "DATAMILL_GENERATE_CHUNK_ROWS": "50000",
+            "DATAMILL_GENERATE_SHARD_ROWS": str(rows),  # one job, not shards: this is about one job's retry
+        },
+        workers=1,
     )
     victim = stack.workers[0]
     with Client.connect(stack.target) as client:
@@ -121,6 +126,7 @@ def test_worker_sigterm_gives_the_job_back_at_once(stack_factory: object) -> Non
             "DATAMILL_LEASE_SECONDS": "60",
             "DATAMILL_GENERATE_CHUNK_ROWS": "50000",
             "DATAMILL_WORKER_SHUTDOWN_SECONDS": "0.2",
+            "DATAMILL_GENERATE_SHARD_ROWS": str(rows),  # one job, not shards: this is about one job's release
         },
     )
     with Client.connect(stack.target) as client:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import psycopg
 import pytest
 
-from server.core.errors import AlreadyExists
+from server.core.errors import AlreadyExists, NotFound
 from server.core.events import EventHub
 from server.core.models import EventRow, JobKind, JobState, NewDataset, NewJob, ProgressUnit
-from server.core.store import JobStore, LeaseLost, open_pool
+from server.core.store import JobStore, LeaseLost, cancelled_error, error_json, open_pool, stop_parent
 from server.core.watch import Ended, EndReason, WatchSession
 
 pytestmark = pytest.mark.integration
@@ -122,6 +123,37 @@ async def test_sweeper_requeues_expired_leases_then_fails_after_max_attempts(sto
     assert [e.type.value for e in await _events(store, job.id)][-1] == "FAILED"
     with pytest.raises(Exception, match="not found"):
         await store.get_dataset(TENANT, "sweep")  # the unfinished dataset is gone
+
+
+async def test_a_sharded_job_ends_with_its_first_failure_only_once_no_shard_runs(store: JobStore) -> None:
+    ds = uuid.uuid4()
+    shard = replace(new_job(), kind=JobKind.GENERATE_SHARD)
+    parent, _ = await store.create_job(
+        replace(new_job(), shards=(shard, shard, shard)), NewDataset(ds, "sharded", f"ds_{ds.hex}", [])
+    )
+    first, second, queued = await store.shard_ids(parent.id)
+    tokens = {first: uuid.uuid4(), second: uuid.uuid4()}
+    for shard_id, token in tokens.items():
+        assert await store.claim(shard_id, token, 30) is not None
+    boom = error_json("INTERNAL", "boom", "INTERNAL")
+
+    async with store.transaction() as conn:  # the first shard fails: the others are stopped
+        stopping = await stop_parent(conn, parent.id, boom, shard_id=first)
+        await store.finish(conn, first, tokens[first], state=JobState.FAILED, error=boom)
+    assert stopping is not None and stopping.state is JobState.RUNNING, "a shard still runs"
+    assert (await store.get_job(TENANT, queued)).state is JobState.CANCELLED
+    assert await store.get_dataset(TENANT, "sharded")  # the running shard may still write into it
+
+    cancelled = await store.cancel_job(TENANT, parent.id)  # a later CancelJob changes no outcome
+    assert cancelled.state is JobState.RUNNING
+
+    async with store.transaction() as conn:  # the last running shard ends: the parent ends with it
+        ended = await stop_parent(conn, parent.id, cancelled_error(), shard_id=second)
+        await store.finish(conn, second, tokens[second], state=JobState.CANCELLED, error=cancelled_error())
+    assert ended is not None and ended.state is JobState.FAILED
+    assert ended.error is not None and ended.error["message"] == "boom"
+    with pytest.raises(NotFound):
+        await store.get_dataset(TENANT, "sharded")
 
 
 async def test_backoff_delays_the_next_claim(store: JobStore) -> None:

@@ -9,25 +9,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from server.core import vocab
 from server.core.fieldtypes import FIELD_TYPES
-from server.core.schema import SchemaSpec, validate_schema
-from worker.engines.fieldtypes import GENERATORS, WORDS
-from worker.engines.generate import BLOCK_ROWS, generate_chunk
+from server.core.schema import SchemaSpec, field_params, validate_schema
+from tests.unit.examples import INPUT_FIELDS, NEEDS_A_SERVER, example_field
+from worker.engines.generate import generate_chunk
+from worker.engines.types import GENERATORS
+from worker.engines.types.base import arrow_type_of
 
-ARROW_TYPE_OF_LOGICAL = {
-    "integer": pa.int64(),
-    "float": pa.float64(),
-    "boolean": pa.bool_(),
-    "uuid": pa.binary(16),
-    "text": pa.string(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"choice": {"values": ["a", "b"]}}
+WORDS = set(vocab.load("en_US", "word").values)
+CHUNK = 5_000
 
 
 def make_spec(*fields: dict[str, Any], rows: int = 1_000_000, seed: int = 42) -> SchemaSpec:
     spec = SchemaSpec.from_json({"fields": list(fields), "rows": rows, "seed": seed})
-    return validate_schema(spec, max_rows=10**9, max_fields=100)
+    return validate_schema(spec, max_rows=10**9, max_fields=500)
 
 
 def one_column(field_type: str, params: dict[str, Any] | None = None, count: int = 20_000, **extra: Any) -> pa.Array:
@@ -36,7 +32,7 @@ def one_column(field_type: str, params: dict[str, Any] | None = None, count: int
 
 
 ALL_TYPES_SPEC = make_spec(
-    *({"name": f"c_{name}", "type": name, "params": DEFAULT_PARAMS.get(name, {})} for name in FIELD_TYPES)
+    *INPUT_FIELDS, *(example_field(name, f"c_{name}") for name in FIELD_TYPES if name not in NEEDS_A_SERVER)
 )
 
 
@@ -44,10 +40,11 @@ def test_every_declared_type_has_a_generator_and_vice_versa() -> None:
     assert set(GENERATORS) == set(FIELD_TYPES)
 
 
-def test_each_type_makes_the_arrow_type_of_its_logical_type() -> None:
+def test_each_type_makes_the_arrow_type_of_its_column_type() -> None:
     batch = generate_chunk(ALL_TYPES_SPEC, 0, 10)
-    for field, name in zip(batch.schema, FIELD_TYPES, strict=True):
-        assert field.type == ARROW_TYPE_OF_LOGICAL[FIELD_TYPES[name].logical_type], name
+    for field, spec in zip(batch.schema, ALL_TYPES_SPEC.fields, strict=True):
+        column_type = FIELD_TYPES[spec.type].column(field_params(spec))
+        assert field.type == arrow_type_of(column_type.logical, column_type.pg), spec.type
         assert not field.nullable
 
 
@@ -57,9 +54,9 @@ def test_same_inputs_give_identical_batches() -> None:
 
 def test_different_rows_or_seeds_give_different_data() -> None:
     first = generate_chunk(ALL_TYPES_SPEC, 0, 1000)
-    later = generate_chunk(ALL_TYPES_SPEC, BLOCK_ROWS * 3, 1000)
+    later = generate_chunk(ALL_TYPES_SPEC, CHUNK * 3, 1000)
     reseeded = generate_chunk(make_spec(*_fields_json(ALL_TYPES_SPEC), seed=43), 0, 1000)
-    for name in ("c_integer", "c_float", "c_uuid4", "c_text", "c_timestamp", "c_sequence"):
+    for name in ("c_integer", "c_float", "c_uuid4", "c_sentence", "c_timestamp", "c_sequence"):
         assert not first.column(name).equals(later.column(name)), name
         if name != "c_sequence":
             assert not first.column(name).equals(reseeded.column(name)), name
@@ -70,11 +67,9 @@ def _fields_json(spec: SchemaSpec) -> list[dict[str, Any]]:
     return fields
 
 
-@pytest.mark.parametrize(
-    ("start", "count"), [(0, 1), (1, 10), (BLOCK_ROWS - 3, 7), (2 * BLOCK_ROWS + 17, BLOCK_ROWS * 2)]
-)
+@pytest.mark.parametrize(("start", "count"), [(0, 1), (1, 10), (CHUNK - 3, 7), (2 * CHUNK + 17, CHUNK * 2)])
 def test_rows_do_not_depend_on_the_chunking(start: int, count: int) -> None:
-    whole = generate_chunk(ALL_TYPES_SPEC, 0, 5 * BLOCK_ROWS)
+    whole = generate_chunk(ALL_TYPES_SPEC, 0, 5 * CHUNK)
     assert generate_chunk(ALL_TYPES_SPEC, start, count).equals(whole.slice(start, count))
 
 
@@ -94,7 +89,7 @@ def test_null_rate_is_respected_and_leaves_other_values_unchanged() -> None:
 
 
 def test_null_rate_one_makes_only_nulls() -> None:
-    assert one_column("text", count=100, null_rate=1.0).null_count == 100
+    assert one_column("sentence", count=100, null_rate=1.0).null_count == 100
 
 
 def test_zero_rows_still_have_the_columns_types() -> None:
@@ -155,9 +150,9 @@ def test_choice_draws_only_values_by_weight() -> None:
     assert pc.mean(pc.equal(unweighted, "x")).as_py() == pytest.approx(0.5, abs=0.01)
 
 
-def test_text_is_sentences_of_known_words() -> None:
-    values = one_column("text", {"min_words": 2, "max_words": 5}, count=5_000).to_pylist()
-    known = set(WORDS.to_pylist())
+def test_sentence_is_known_words_capitalized_with_a_period() -> None:
+    values = one_column("sentence", {"min_words": 2, "max_words": 5}, count=5_000).to_pylist()
+    known = {w.lower() for w in WORDS}
     lengths = set()
     for sentence in values:
         assert sentence[0].isupper()
@@ -168,9 +163,27 @@ def test_text_is_sentences_of_known_words() -> None:
     assert lengths == {2, 3, 4, 5}
 
 
+def test_paragraph_is_sentences_of_known_words() -> None:
+    params = {"min_sentences": 1, "max_sentences": 3, "min_words": 1, "max_words": 4}
+    values = one_column("paragraph", params, count=5_000).to_pylist()
+    known = {w.lower() for w in WORDS}
+    sentence_counts, word_counts = set(), set()
+    for paragraph in values:
+        assert paragraph.endswith(".") and not paragraph.endswith(" ")
+        sentences = paragraph[:-1].split(". ")
+        sentence_counts.add(len(sentences))
+        for sentence in sentences:
+            assert sentence[0].isupper()
+            words = sentence.lower().split(" ")
+            assert set(words) <= known
+            word_counts.add(len(words))
+    assert sentence_counts == {1, 2, 3}
+    assert word_counts == {1, 2, 3, 4}
+
+
 def test_word_is_one_known_word() -> None:
     values = one_column("word", count=5_000).to_pylist()
-    assert set(values) <= set(WORDS.to_pylist())
+    assert set(values) <= WORDS
     assert len(set(values)) > 300
 
 

@@ -2,28 +2,46 @@
 
 Each chunk commits in one transaction together with the job's progress, so a
 retry resumes after the last committed chunk and never duplicates rows.
-Chunks are deterministic in (seed, start row), so the resumed data is the data
-the first attempt would have written. The next chunk is built in a thread
-while the current one streams into PostgreSQL.
+Rows are a pure function of (seed, row number), so the resumed data is the
+data the first attempt would have written. The next chunk is built in a
+thread while the current one streams into PostgreSQL.
+
+A large Generate runs as shards (jobs of kind GENERATE_SHARD, each with its
+own row range) on any number of workers, into one table. A shard moves its
+parent along: progress after each chunk (the sum of its shards'), success
+when it is the last to finish (only then does the dataset become ready).
+A shard that ends otherwise stops the others, and the last of them to end
+fails or cancels the parent and drops the table (`stop_parent`). Transactions that
+touch both lock the parent first, so shards and CancelJob cannot deadlock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import structlog
+from psycopg.types.json import Jsonb
 
-from server.core.models import DATASET_SCHEMA, JobRow
+from server.core.models import DATASET_SCHEMA, JobRow, JobState
 from server.core.schema import SchemaSpec, columns
 from server.core.sql import query
-from server.core.store import drop_pending_dataset
+from server.core.store import cancelled_error, drop_pending_dataset, stop_parent
 from worker.attempt import Attempt
 from worker.engines.generate import generate_chunk
 from worker.engines.pgcopy import copy_sql, create_table_sql, encode_copy_binary
 
 log = structlog.get_logger(__name__)
+
+
+# Chunks are built on one thread per worker process, whatever the number of jobs it runs: the
+# GIL would serialize more threads anyway, and the memory of chunks in the making stays one
+# chunk's, not one per running job. More cores mean more worker processes.
+_BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate-build")
 
 
 def _build(spec: SchemaSpec, start: int, count: int) -> bytes:
@@ -37,16 +55,19 @@ class GenerateJob:
             raise RuntimeError("a Generate job needs its spec and dataset")
         spec = SchemaSpec.from_json(job.spec["schema"])
         chunk_rows = int(job.spec["chunk_rows"])
+        first_row = int(job.spec.get("start_row", 0))
+        total = int(job.spec.get("row_count", spec.rows))  # this job's rows: all, or its shard's
         table = await self._table_name(attempt)
         cols = columns(spec)
-        create = create_table_sql(DATASET_SCHEMA, table, cols)
+        create = create_table_sql(DATASET_SCHEMA, table, cols, if_not_exists=True)
         copy = copy_sql(DATASET_SCHEMA, table, cols)
-        total, done = spec.rows, job.progress_done
+        done = job.progress_done
 
-        def next_chunk(start: int) -> asyncio.Future[bytes] | None:
-            if start >= total:
+        def next_chunk(offset: int) -> asyncio.Future[bytes] | None:
+            if offset >= total:
                 return None
-            return asyncio.ensure_future(asyncio.to_thread(_build, spec, start, min(chunk_rows, total - start)))
+            count = min(chunk_rows, total - offset)
+            return asyncio.get_running_loop().run_in_executor(_BUILDER, _build, spec, first_row + offset, count)
 
         pending = next_chunk(done)
         try:
@@ -56,26 +77,66 @@ class GenerateJob:
                 count = min(chunk_rows, total - done)
                 pending = next_chunk(done + count)
                 async with attempt.store.transaction() as conn:
+                    # Not flushed at commit: a chunk lost in a PostgreSQL crash is lost with its
+                    # checkpoint, and the retry makes the same rows again. The final commit is
+                    # flushed, and with it the WAL of every chunk before it.
+                    await conn.execute("SET LOCAL synchronous_commit = off")
                     await attempt.checkpoint(conn, done=done + count)
+                    attempt.raise_if_cancelled()  # rolls back: a cancelled shard's table may be gone
                     if done == 0:
-                        await conn.execute(create)
+                        await _create_table_once(conn, job.dataset_id, create)
                     async with conn.cursor().copy(copy) as pipe:
                         await pipe.write(payload)
                 done += count
+                if job.parent_id is not None:
+                    await attempt.store.sync_parent(job.parent_id)
         finally:
             if pending is not None:
                 pending.cancel()
         attempt.raise_if_cancelled()
         async with attempt.store.transaction() as conn:
-            await conn.execute(query("mark_dataset_ready"), {"id": job.dataset_id, "row_count": total})
-            await attempt.succeed(
-                conn,
-                result={"dataset_id": str(job.dataset_id), "dataset_name": job.dataset_name, "row_count": total},
-                done=total,
-            )
+            if job.parent_id is None:
+                await self._complete(conn, job.id, job.dataset_id, job.dataset_name, spec.rows)
+            else:
+                await self._complete_shard(conn, job, spec.rows)
+            await attempt.succeed(conn, result=_result(job, total), done=total)
 
-    async def cleanup(self, conn: psycopg.AsyncConnection[Any], job: JobRow) -> None:
-        if job.dataset_id is not None:
+    @staticmethod
+    async def _complete(
+        conn: psycopg.AsyncConnection[Any], job_id: uuid.UUID, dataset_id: uuid.UUID, name: str, rows: int
+    ) -> None:
+        await conn.execute(query("mark_dataset_ready"), {"id": dataset_id, "row_count": rows})
+        log.info("dataset_ready", dataset_id=str(dataset_id), job_id=str(job_id), rows=rows)
+
+    async def _complete_shard(self, conn: psycopg.AsyncConnection[Any], job: JobRow, rows: int) -> None:
+        """Count this shard's success on its parent; the last shard completes the parent and the dataset."""
+        if job.parent_id is None or job.dataset_id is None:
+            raise RuntimeError(f"shard {job.id} has no parent or dataset")
+        cur = await conn.execute(query("count_shard_success"), {"id": job.parent_id})
+        row = await cur.fetchone()
+        if row is None:  # the parent is being stopped: the last shard to end ends it
+            await stop_parent(conn, job.parent_id, cancelled_error(), shard_id=job.id)
+            return
+        if row["shards_done"] < row["shard_count"]:
+            return
+        await self._complete(conn, job.parent_id, job.dataset_id, job.dataset_name, rows)
+        await conn.execute(
+            query("finish_parent"),
+            {
+                "id": job.parent_id,
+                "state": JobState.SUCCEEDED.value,
+                "result": Jsonb(_result(job, rows)),
+                "error": None,
+                "done": rows,
+            },
+        )
+
+    async def cleanup(
+        self, conn: psycopg.AsyncConnection[Any], job: JobRow, state: JobState, error: dict[str, Any]
+    ) -> None:
+        if job.parent_id is not None:
+            await stop_parent(conn, job.parent_id, error, shard_id=job.id)
+        elif job.dataset_id is not None:
             await drop_pending_dataset(conn, job.dataset_id)
 
     @staticmethod
@@ -86,3 +147,14 @@ class GenerateJob:
         if row is None:
             raise RuntimeError(f"dataset {attempt.job.dataset_id} of job {attempt.job.id} is missing")
         return str(row["table_name"] if isinstance(row, dict) else row[0])
+
+
+async def _create_table_once(conn: psycopg.AsyncConnection[Any], dataset_id: uuid.UUID, create: Any) -> None:
+    """CREATE TABLE IF NOT EXISTS, serialized per dataset: concurrent ones would race on the catalog."""
+    lock_key = zlib.crc32(dataset_id.bytes) - 2**31
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (0x6D696C6C, lock_key))
+    await conn.execute(create)
+
+
+def _result(job: JobRow, rows: int) -> dict[str, Any]:
+    return {"dataset_id": str(job.dataset_id), "dataset_name": job.dataset_name, "row_count": rows}
