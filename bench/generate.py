@@ -64,6 +64,7 @@ from server.dev import dev_stack, worker_process
 from server.devstack import free_port
 from worker.engines.generate import generate_chunk
 from worker.engines.pgcopy import copy_sql, create_table_sql, encode_copy_binary
+from worker.jobs.generate import BATCH_ROWS
 
 NAME = "generate"
 #: Rows Faker and Mimesis make a round (fewer with --quick); their rows/s is what compares.
@@ -208,6 +209,7 @@ def run(options: Options) -> Section:
     section.data = {
         "schema": STANDARD_SCHEMA,
         "chunk_rows": CHUNK_ROWS,
+        "batch_rows": BATCH_ROWS,
         "shard_rows": SHARD_ROWS,
         "jobs_per_worker_process": JOBS_PER_PROCESS,
         "baseline_rows": baseline_rows,
@@ -245,7 +247,7 @@ def _shards_note(rows: int) -> str:
         return f"the {rows:,}-row job is not sharded (above {SHARD_ROWS:,} rows it would be): one pipeline of chunks"
     return (
         f"the {rows:,}-row job runs as {shards} shards of at most {SHARD_ROWS:,} rows, up to {JOBS_PER_PROCESS} at"
-        f" once in the one worker process (--max-async-tasks), each holding about 2 chunks of {CHUNK_ROWS:,} rows:"
+        f" once in the one worker process (--max-async-tasks), each holding about 2 batches of {BATCH_ROWS:,} rows:"
         " its RSS is bounded by the concurrent shards, not by the row count"
     )
 
@@ -368,8 +370,8 @@ def _wait_for_log(path: Path, text: str, *, timeout: float) -> None:
 
 
 def _chunks(spec: SchemaSpec) -> Iterator[tuple[int, int]]:
-    for start in range(0, spec.rows, CHUNK_ROWS):
-        yield start, min(CHUNK_ROWS, spec.rows - start)
+    for start in range(0, spec.rows, BATCH_ROWS):  # as the worker makes them
+        yield start, min(BATCH_ROWS, spec.rows - start)
 
 
 class _CopyPayload:

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
 
     # Generate
     generate_chunk_rows: int = Field(
-        25_000, ge=100, le=10_000_000, description="Rows per durable checkpoint (one COPY per transaction)."
+        100_000, ge=100, le=10_000_000, description="Rows per durable checkpoint (one COPY per transaction)."
     )
     generate_shard_rows: int = Field(
         1_000_000,

@@ -27,8 +27,8 @@ from psycopg import sql
 
 from server.core.schema import ColumnDef
 
-_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4) + (0).to_bytes(4)  # signature, flags, no extension
-_TRAILER = (-1).to_bytes(2, signed=True)
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4) + (0).to_bytes(4)  # signature, flags, no extension
+COPY_TRAILER = (-1).to_bytes(2, signed=True)
 _PG_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 _PG_EPOCH_DAYS = 10_957
 _PIECE = pa.large_binary()  # 64-bit offsets: one batch may exceed 2 GiB of text
@@ -74,16 +74,22 @@ def encode_copy_binary(batch: pa.RecordBatch) -> bytes:
 
     Raises TypeError for a column type with no binary COPY encoding here.
     """
+    return b"".join((COPY_HEADER, encode_copy_tuples(batch), COPY_TRAILER))
+
+
+def encode_copy_tuples(batch: pa.RecordBatch) -> memoryview:
+    """The batch's rows as binary COPY tuples, with no header or trailer: several batches' tuples,
+    written one after the other between one COPY_HEADER and one COPY_TRAILER, make one COPY stream.
+    """
     rows = batch.num_rows
     if rows == 0:
-        return _HEADER + _TRAILER
+        return memoryview(b"")
     pieces = [_fixed_width(np.full(rows, batch.num_columns, dtype=">i2"), validity=None)]
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
         pieces.extend(_field_pieces(name, column))
     tuples = pc.binary_join_element_wise(*pieces, _EMPTY, null_handling="skip")
     offsets = np.frombuffer(tuples.buffers()[1], dtype=np.int64, count=rows + 1, offset=tuples.offset * 8)
-    data = memoryview(tuples.buffers()[2])[offsets[0] : offsets[-1]]
-    return b"".join((_HEADER, data, _TRAILER))
+    return memoryview(tuples.buffers()[2])[offsets[0] : offsets[-1]]
 
 
 def _field_pieces(name: str, column: pa.Array) -> tuple[pa.Array, pa.Array]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg import AsyncCopy
 from psycopg.types.json import Jsonb
 
 from server.core.models import DATASET_SCHEMA, JobRow, JobState
@@ -33,19 +34,26 @@ from server.core.sql import query
 from server.core.store import cancelled_error, drop_pending_dataset, stop_parent
 from worker.attempt import Attempt
 from worker.engines.generate import generate_chunk
-from worker.engines.pgcopy import copy_sql, create_table_sql, encode_copy_binary
+from worker.engines.pgcopy import COPY_HEADER, COPY_TRAILER, copy_sql, create_table_sql, encode_copy_tuples
 
 log = structlog.get_logger(__name__)
 
 
-# Chunks are built on one thread per worker process, whatever the number of jobs it runs: the
-# GIL would serialize more threads anyway, and the memory of chunks in the making stays one
-# chunk's, not one per running job. More cores mean more worker processes.
+# Rows are made in batches of at most BATCH_ROWS, on one thread per worker process whatever the
+# number of jobs it runs: the GIL would serialize more threads anyway, and more cores mean more
+# worker processes. A chunk (chunk_rows, one transaction and checkpoint) is one COPY of several
+# batches, each built while the one before streams into PostgreSQL. A job holds at most two
+# batches (one being written, the next one), so a worker's memory depends on the number of jobs
+# it runs at once (--max-async-tasks), never on their rows.
+#
+# (A per-process limit on batches held, to make four jobs cost what one does, was tried and
+# dropped: a job holding a place may wait on a lock held by a job waiting for a place.)
+BATCH_ROWS = 10_000
 _BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate-build")
 
 
-def _build(spec: SchemaSpec, start: int, count: int) -> bytes:
-    return encode_copy_binary(generate_chunk(spec, start, count))
+def _build(spec: SchemaSpec, start: int, count: int) -> memoryview:
+    return encode_copy_tuples(generate_chunk(spec, start, count))
 
 
 class GenerateJob:
@@ -62,37 +70,30 @@ class GenerateJob:
         create = create_table_sql(DATASET_SCHEMA, table, cols, if_not_exists=True)
         copy = copy_sql(DATASET_SCHEMA, table, cols)
         done = job.progress_done
-
-        def next_chunk(offset: int) -> asyncio.Future[bytes] | None:
-            if offset >= total:
-                return None
-            count = min(chunk_rows, total - offset)
-            return asyncio.get_running_loop().run_in_executor(_BUILDER, _build, spec, first_row + offset, count)
-
-        pending = next_chunk(done)
+        batches = _Batches(spec, first_row, total, done, chunk_rows=chunk_rows)
         try:
-            while pending is not None:
+            while done < total:
                 attempt.raise_if_cancelled()
-                payload = await pending
-                count = min(chunk_rows, total - done)
-                pending = next_chunk(done + count)
+                end = min(done + chunk_rows, total)
                 async with attempt.store.transaction() as conn:
                     # Not flushed at commit: a chunk lost in a PostgreSQL crash is lost with its
                     # checkpoint, and the retry makes the same rows again. The final commit is
                     # flushed, and with it the WAL of every chunk before it.
                     await conn.execute("SET LOCAL synchronous_commit = off")
-                    await attempt.checkpoint(conn, done=done + count)
+                    await attempt.checkpoint(conn, done=end)
                     attempt.raise_if_cancelled()  # rolls back: a cancelled shard's table may be gone
                     if done == 0:
                         await _create_table_once(conn, job.dataset_id, create)
                     async with conn.cursor().copy(copy) as pipe:
-                        await pipe.write(payload)
-                done += count
+                        await pipe.write(COPY_HEADER)
+                        while batches.position < end:
+                            await batches.write_next(pipe)
+                        await pipe.write(COPY_TRAILER)
+                done = end
                 if job.parent_id is not None:
                     await attempt.store.sync_parent(job.parent_id)
         finally:
-            if pending is not None:
-                pending.cancel()
+            batches.close()
         attempt.raise_if_cancelled()
         async with attempt.store.transaction() as conn:
             if job.parent_id is None:
@@ -147,6 +148,40 @@ class GenerateJob:
         if row is None:
             raise RuntimeError(f"dataset {attempt.job.dataset_id} of job {attempt.job.id} is missing")
         return str(row["table_name"] if isinstance(row, dict) else row[0])
+
+
+class _Batches:
+    """The job's rows from `done` on, as encoded batches, each built while the one before is written.
+
+    Batches never cross a chunk's end (a multiple of chunk_rows): a chunk's COPY holds its rows only.
+    """
+
+    def __init__(self, spec: SchemaSpec, first_row: int, total: int, done: int, *, chunk_rows: int) -> None:
+        self._spec, self._first_row, self._total, self._chunk_rows = spec, first_row, total, chunk_rows
+        self.position = done  # the first row of the next batch `write_next` writes
+        self._pending = self._build(done)
+
+    def _size(self, offset: int) -> int:
+        return min(BATCH_ROWS, self._total - offset, self._chunk_rows - offset % self._chunk_rows)
+
+    def _build(self, offset: int) -> asyncio.Future[memoryview] | None:
+        if offset >= self._total:
+            return None
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(_BUILDER, _build, self._spec, self._first_row + offset, self._size(offset))
+
+    async def write_next(self, pipe: AsyncCopy) -> None:
+        if self._pending is None:
+            raise RuntimeError("no rows left")
+        payload = await self._pending
+        self.position += self._size(self.position)
+        self._pending = self._build(self.position)
+        await pipe.write(payload)
+
+    def close(self) -> None:
+        """Drop the batch in the making, if any."""
+        if self._pending is not None:
+            self._pending.cancel()
 
 
 async def _create_table_once(conn: psycopg.AsyncConnection[Any], dataset_id: uuid.UUID, create: Any) -> None:
