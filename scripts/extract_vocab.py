@@ -20,6 +20,7 @@ import argparse
 import ast
 import filecmp
 import hashlib
+import html
 import importlib
 import importlib.metadata
 import importlib.resources
@@ -94,8 +95,17 @@ def mimesis_int(module: str, attr: str) -> Any:
 # ---------------------------------------------------------------- entry helpers
 
 
+# Entries that are not data: question marks where the source lost a character ("Bena?"),
+# a leftover SQL statement in Mimesis's pt_BR cities.
+_JUNK = re.compile(r"\?|\bINSERT INTO\b")
+
+
 def clean(value: str) -> str:
-    return " ".join(value.split())
+    """Whitespace normalised, HTML entities decoded ("Aires&nbsp;"), a stray trailing comma
+    dropped ("Reinfeld,"); "" for an entry that is not data (see _JUNK), which callers drop.
+    """
+    text = " ".join(html.unescape(value).split()).rstrip(",").rstrip()
+    return "" if _JUNK.search(text) else text
 
 
 def unique(*sources: Iterable[str]) -> list[str]:
@@ -111,13 +121,13 @@ def unique(*sources: Iterable[str]) -> list[str]:
 
 def counted(values: Iterable[str]) -> list[str] | dict[str, int]:
     """Faker repeats an entry to make it likelier (tlds: com, com, com, net); the count becomes its weight."""
-    counts = Counter(clean(value) for value in values)
+    counts = Counter(cleaned for cleaned in map(clean, values) if cleaned)
     return dict(counts) if max(counts.values()) > 1 else list(counts)
 
 
 def scaled(weights: Mapping[str, float]) -> dict[str, int]:
     """Float weights (0.021712045) to the smallest integers with the same ratios, exactly (21712045)."""
-    exact = {clean(value): Decimal(str(weight)) for value, weight in weights.items()}
+    exact = {clean(value): Decimal(str(weight)) for value, weight in weights.items() if clean(value)}
     places = 0
     for weight in exact.values():
         exponent = weight.as_tuple().exponent

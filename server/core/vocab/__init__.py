@@ -82,7 +82,7 @@ __all__ = [
 
 LOCALES: tuple[str, ...] = ("en_US", "de_DE", "fr_FR", "es_ES", "it_IT", "pt_BR")
 GLOBAL = "_global"
-VOCAB_VERSION: str = "2026.11.1"
+VOCAB_VERSION: str = "2026.11.2"
 
 LOCALE_LISTS: tuple[str, ...] = (
     "city",
