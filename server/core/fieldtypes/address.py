@@ -8,8 +8,14 @@ from typing import ClassVar
 from pydantic import Field
 
 from server.core import vocab
-from server.core.fieldtypes.base import FieldParams, FieldType, IntParam, NoParams, declare
-from server.core.fieldtypes.commerce import LocaleListParams
+from server.core.fieldtypes.base import (
+    FieldParams,
+    FieldType,
+    IntParam,
+    LocaleListParams,
+    NoParams,
+    declare,
+)
 from server.core.fieldtypes.person import pattern_domain
 
 CATEGORY = "address"

@@ -19,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+from server.core import vocab
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -79,6 +81,24 @@ class FieldParams(BaseModel):
 
 class NoParams(FieldParams):
     pass
+
+
+class LocaleListParams(NoParams):
+    """No params: an entry of the locale's vocabulary list `list_name`; unique draws each entry once."""
+
+    list_name: ClassVar[str] = ""
+
+    def domain(self, locale: str) -> int | None:
+        return len(vocab.load(locale, self.list_name).values)
+
+
+class GlobalListParams(NoParams):
+    """No params: an entry of the global vocabulary list `list_name`; unique draws each entry once."""
+
+    list_name: ClassVar[str] = ""
+
+    def domain(self, locale: str) -> int | None:
+        return len(vocab.load("_global", self.list_name).values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,15 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from server.core import vocab
-from server.core.fieldtypes.base import FieldParams, FieldType, IntParam, NoParams, declare
-from server.core.fieldtypes.internet import GlobalListParams
+from server.core.fieldtypes.base import (
+    FieldParams,
+    FieldType,
+    GlobalListParams,
+    IntParam,
+    LocaleListParams,
+    NoParams,
+    declare,
+)
 from server.core.fieldtypes.numbers import MONEY_PRECISION, units
 
 CATEGORY = "company and commerce"
@@ -43,15 +50,6 @@ def product_words() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
 def product_name_count() -> int:
     adjectives, materials, nouns = product_words()
     return len(adjectives) * len(materials) * len(nouns)
-
-
-class LocaleListParams(NoParams):
-    """No params; a unique field draws each entry of the locale's list once."""
-
-    list_name: ClassVar[str] = ""
-
-    def domain(self, locale: str) -> int | None:
-        return len(vocab.load(locale, self.list_name).values)
 
 
 class CompanySuffixParams(LocaleListParams):

@@ -11,7 +11,15 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from server.core import vocab
-from server.core.fieldtypes.base import ColumnType, FieldParams, FieldType, IntParam, NoParams, declare
+from server.core.fieldtypes.base import (
+    ColumnType,
+    FieldParams,
+    FieldType,
+    GlobalListParams,
+    IntParam,
+    NoParams,
+    declare,
+)
 
 GLOBAL = "_global"
 _HOST_WORD = re.compile(r"[a-z][a-z0-9]*")
@@ -134,15 +142,6 @@ class SlugParams(FieldParams):
     def problems(self, *, rows: int) -> Iterator[tuple[str, str]]:
         if self.min_words > self.max_words:
             yield "max_words", f"must be >= min_words ({self.min_words})"
-
-
-class GlobalListParams(NoParams):
-    """No params; a unique field draws each entry of the type's list once."""
-
-    list_name: ClassVar[str] = ""
-
-    def domain(self, locale: str) -> int | None:
-        return global_list_size(self.list_name)
 
 
 class UserAgentParams(GlobalListParams):

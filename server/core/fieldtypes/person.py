@@ -13,8 +13,7 @@ from typing import Annotated, ClassVar, Literal, NamedTuple
 from pydantic import AfterValidator, Field, field_validator
 
 from server.core import vocab
-from server.core.fieldtypes.base import FieldParams, FieldType, NoParams, declare
-from server.core.fieldtypes.commerce import LocaleListParams
+from server.core.fieldtypes.base import FieldParams, FieldType, LocaleListParams, NoParams, declare
 from server.core.fieldtypes.identifiers import strings_domain
 
 CATEGORY = "person"

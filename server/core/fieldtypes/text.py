@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 from pydantic import Field
 
-from server.core import vocab
-from server.core.fieldtypes.base import FieldParams, FieldType, IntParam, NoParams, declare
+from server.core.fieldtypes.base import FieldParams, FieldType, IntParam, LocaleListParams, declare
 
 
-class WordParams(NoParams):
-    def domain(self, locale: str) -> int | None:
-        return len(vocab.load(locale, "word").values)
+class WordParams(LocaleListParams):
+    list_name: ClassVar[str] = "word"
 
 
 class SentenceParams(FieldParams):
