@@ -39,18 +39,19 @@ from worker.engines.pgcopy import COPY_HEADER, COPY_TRAILER, copy_sql, create_ta
 log = structlog.get_logger(__name__)
 
 
-# Rows are made in batches of at most BATCH_ROWS, on one thread per worker process whatever the
-# number of jobs it runs: the GIL would serialize more threads anyway, and more cores mean more
-# worker processes. A chunk (chunk_rows, one transaction and checkpoint) is one COPY of several
-# batches, each built while the one before streams into PostgreSQL. A job holds at most two
-# batches (one being written, the next one), so a worker's memory depends on the number of jobs
-# it runs at once (--max-async-tasks), never on their rows.
-#
-# Measured (bench/README.md): 10,000-row batches cost about a fifth of the end-to-end speed for
-# 4 MiB less per job. A per-process limit on batches held, to make four jobs cost what one does,
-# was tried and dropped: a job holding a place may wait on a lock held by a job waiting for one.
+# Rows are made in batches, on one thread per worker process whatever the number of jobs it
+# runs: the GIL would serialize more threads anyway, and more cores mean more worker processes.
+# A chunk (chunk_rows, one transaction and checkpoint) is one COPY of several batches, each built
+# while the one before streams into PostgreSQL, so a job holds at most two batches. The jobs of a
+# process share BATCH_ROWS: with n of them running, a batch is BATCH_ROWS / n rows, so a worker's
+# memory is the same for one job or four, of any size, and no job ever waits for another's room
+# (a per-process limit on batches held was tried and dropped: a job holding a place could wait on
+# a lock held by a job waiting for one). Measured in bench/README.md: 25,000-row batches keep the
+# end-to-end speed that 10,000-row ones lose.
 BATCH_ROWS = 25_000
+MIN_BATCH_ROWS = 2_000
 _BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate-build")
+_running_jobs = 0  # _Batches open in this process (one event loop, so no lock)
 
 
 def _build(spec: SchemaSpec, start: int, count: int) -> memoryview:
@@ -158,31 +159,42 @@ class _Batches:
     """
 
     def __init__(self, spec: SchemaSpec, first_row: int, total: int, done: int, *, chunk_rows: int) -> None:
+        global _running_jobs  # noqa: PLW0603  # the process's count, see BATCH_ROWS
+        _running_jobs += 1
+        self._open = True
         self._spec, self._first_row, self._total, self._chunk_rows = spec, first_row, total, chunk_rows
         self.position = done  # the first row of the next batch `write_next` writes
+        self._pending_size = 0
         self._pending = self._build(done)
 
     def _size(self, offset: int) -> int:
-        return min(BATCH_ROWS, self._total - offset, self._chunk_rows - offset % self._chunk_rows)
+        share = max(MIN_BATCH_ROWS, BATCH_ROWS // max(_running_jobs, 1))
+        return min(share, self._total - offset, self._chunk_rows - offset % self._chunk_rows)
 
     def _build(self, offset: int) -> asyncio.Future[memoryview] | None:
         if offset >= self._total:
             return None
+        self._pending_size = self._size(offset)
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(_BUILDER, _build, self._spec, self._first_row + offset, self._size(offset))
+        return loop.run_in_executor(_BUILDER, _build, self._spec, self._first_row + offset, self._pending_size)
 
     async def write_next(self, pipe: AsyncCopy) -> None:
         if self._pending is None:
             raise RuntimeError("no rows left")
         payload = await self._pending
-        self.position += self._size(self.position)
+        self.position += self._pending_size
         self._pending = self._build(self.position)
         await pipe.write(payload)
 
     def close(self) -> None:
-        """Drop the batch in the making, if any."""
+        """Drop the batch in the making, if any, and give this job's share of BATCH_ROWS back."""
+        global _running_jobs  # noqa: PLW0603
         if self._pending is not None:
             self._pending.cancel()
+            self._pending = None
+        if self._open:
+            self._open = False
+            _running_jobs -= 1
 
 
 async def _create_table_once(conn: psycopg.AsyncConnection[Any], dataset_id: uuid.UUID, create: Any) -> None:
