@@ -41,6 +41,12 @@ def shards_of(stack: Stack, job_id: str) -> list[tuple[Any, ...]]:
 
 def test_shards_on_two_workers_make_the_same_table_as_one_job(stack_factory: object) -> None:
     stack: Stack = stack_factory(settings=SHARDED, workers=2)  # type: ignore[operator]
+    # Both must be reading the queue before the shards are sent, or the first one up may take them all.
+    wait_for(
+        lambda: all("worker_started" in worker.log_tail(2_000) for worker in stack.workers),
+        timeout=60,
+        what="both workers to start",
+    )
     with Client.connect(stack.target) as client:
         sharded = client.generate("sharded", schema=schema(ROWS))
         events = list(client.watch(sharded.id))
