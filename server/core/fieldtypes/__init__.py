@@ -2,7 +2,9 @@
 
 Adding a type means a params model and a `declare(FieldType(...))` in the
 module of its category here, and a generator of the same name in
-`worker.engines.types`; then `make docs` to regenerate docs/field-types.md.
+`worker.engines.types` (a type that is an entry of a vocabulary list: params
+subclassing LocaleListParams or GlobalListParams, and `list_generators(name)`);
+then `make docs` to regenerate docs/field-types.md.
 """
 
 import server.core.fieldtypes.address as _address  # noqa: F401

@@ -83,22 +83,28 @@ class NoParams(FieldParams):
     pass
 
 
-class LocaleListParams(NoParams):
-    """No params: an entry of the locale's vocabulary list `list_name`; unique draws each entry once."""
+class ListParams(NoParams):
+    """No params: an entry of the vocabulary list `list_name`; unique draws each entry once."""
 
     list_name: ClassVar[str] = ""
 
-    def domain(self, locale: str) -> int | None:
-        return len(vocab.load(locale, self.list_name).values)
-
-
-class GlobalListParams(NoParams):
-    """No params: an entry of the global vocabulary list `list_name`; unique draws each entry once."""
-
-    list_name: ClassVar[str] = ""
+    def list_locale(self, locale: str) -> str:
+        """The vocabulary the list is read from, for a schema in `locale`."""
+        return locale
 
     def domain(self, locale: str) -> int | None:
-        return len(vocab.load("_global", self.list_name).values)
+        return len(vocab.load(self.list_locale(locale), self.list_name).values)
+
+
+class LocaleListParams(ListParams):
+    """An entry of the schema locale's list `list_name`."""
+
+
+class GlobalListParams(ListParams):
+    """An entry of the global (locale-independent) list `list_name`."""
+
+    def list_locale(self, locale: str) -> str:
+        return vocab.GLOBAL
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,15 +18,13 @@ from server.core.fieldtypes import NoParams
 from server.core.fieldtypes.address import (
     ADDRESS_LAYOUTS,
     BuildingNumberParams,
-    CityParams,
-    CountryParams,
     PostcodeParams,
     StateParams,
 )
 from worker.engines.rand import Rand
 from worker.engines.types.base import Block, generator
-from worker.engines.types.chars import Ints, int_strings, sample_list
-from worker.engines.types.person import digit_strings, list_index
+from worker.engines.types.chars import Ints, int_strings, list_generators, list_index, sample_list
+from worker.engines.types.person import digit_strings
 
 Template = tuple[tuple[str, str | None], ...]  # (literal text, placeholder or None) pairs
 # The largest building number of a street address, after the locale's custom (Faker's formats).
@@ -185,18 +183,8 @@ def _street_address(params: NoParams, block: Block) -> pa.Array:
 # -- places -------------------------------------------------------------------------------
 
 
-@generator("city", CityParams)
-def _city(params: CityParams, block: Block) -> pa.Array:
-    return sample_list(block, block.locale, params.list_name)
-
-
 @generator("state", StateParams)
 def _state(params: StateParams, block: Block) -> pa.Array:
-    return sample_list(block, block.locale, params.list_name)
-
-
-@generator("country", CountryParams)
-def _country(params: CountryParams, block: Block) -> pa.Array:
     return sample_list(block, block.locale, params.list_name)
 
 
@@ -231,3 +219,6 @@ def _address(params: NoParams, block: Block) -> pa.Array:
         parts["state_abbr"] = locale_entries(block, "state_abbr", _ADDRESS_STATE)
     parts["postcode"] = postcodes(block, _ADDRESS_POSTCODE)
     return render_any(templates, parts, block.rand, _STREET_FORMAT)
+
+
+list_generators("city", "country")

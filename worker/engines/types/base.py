@@ -47,14 +47,6 @@ class Block:
     def vocab(self, name: str) -> pa.Array:
         return vocab_array(self.locale, name)
 
-    def sample_vocab(self, name: str, stream: int = 0, *, weighted: bool = True) -> pa.Array:
-        """Values of a vocabulary list: by its weights when it has them (and the field is not unique)."""
-        values = vocab_array(self.locale, name)
-        weights = vocab.load(self.locale, name).weights
-        if weights is not None and weighted and not self.unique:
-            return values.take(self.rand.weighted(weights, stream))
-        return values.take(self.pick(len(values), stream))
-
 
 _ARROW_OF_LOGICAL = {
     "integer": pa.int64(),

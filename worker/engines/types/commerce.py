@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import string
 from functools import cache
 
@@ -10,29 +11,27 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from server.core import vocab
 from server.core.fieldtypes import NoParams
 from server.core.fieldtypes.commerce import (
     CHARM_DISCOUNT,
     CHARM_STEP,
     SKU_LETTERS,
-    ColorNameParams,
-    CompanySuffixParams,
     PriceParams,
-    ProductMaterialParams,
     ProductNameParams,
     SkuParams,
     product_words,
 )
 from server.core.fieldtypes.numbers import MONEY_PRECISION
 from worker.engines.rand import Rand, exp, log
-from worker.engines.types.base import Block, generator, vocab_array
+from worker.engines.types.base import Block, generator
 from worker.engines.types.chars import (
     ascii_codes,
     base_digits,
     decimal_codes,
     fixed_width_strings,
-    sample_list,
+    list_entries,
+    list_generators,
+    mixed_radix,
     scatter,
 )
 from worker.engines.types.numbers import decimal_array
@@ -60,14 +59,6 @@ def _company_pieces() -> tuple[tuple[tuple[str, str | None], ...], ...]:
     return tuple(tuple((text, name) for text, name, _, _ in parse(template)) for template, _ in COMPANY_FORMATS)
 
 
-def locale_entries(rand: Rand, locale: str, name: str, stream: int) -> pa.Array:
-    """Entries of a locale's list for the rand's counters, by the list's weights when it has them."""
-    weights = vocab.load(locale, name).weights
-    values = vocab_array(locale, name)
-    index = rand.weighted(weights, stream) if weights is not None else rand.below(len(values), stream)
-    return values.take(pa.array(index))
-
-
 def _company(rand: Rand, locale: str, pieces: tuple[tuple[str, str | None], ...]) -> pa.Array:
     columns: list[pa.Array | str] = []
     lasts = 0
@@ -75,10 +66,10 @@ def _company(rand: Rand, locale: str, pieces: tuple[tuple[str, str | None], ...]
         if text:
             columns.append(text)
         if placeholder == "last":
-            columns.append(locale_entries(rand, locale, "last_name", _LAST_STREAM + lasts))
+            columns.append(list_entries(rand, locale, "last_name", _LAST_STREAM + lasts))
             lasts += 1
         elif placeholder == "suffix":
-            columns.append(locale_entries(rand, locale, "company_suffix", _SUFFIX_STREAM))
+            columns.append(list_entries(rand, locale, "company_suffix", _SUFFIX_STREAM))
     return pc.binary_join_element_wise(*columns, "")
 
 
@@ -90,11 +81,6 @@ def _company_name(params: NoParams, block: Block) -> pa.Array:
         where = np.flatnonzero(formats == number)
         parts.append((where, _company(block.rand.take(where), block.locale, pieces)))
     return scatter(parts, block.size, pa.string())
-
-
-@generator("company_suffix", CompanySuffixParams)
-def _company_suffix(params: CompanySuffixParams, block: Block) -> pa.Array:
-    return sample_list(block, block.locale, params.list_name)
 
 
 # -- products -----------------------------------------------------------------------
@@ -110,20 +96,10 @@ def _product_arrays() -> tuple[pa.Array, pa.Array, pa.Array]:
 def _product_name(params: ProductNameParams, block: Block) -> pa.Array:
     adjectives, materials, nouns = _product_arrays()
     # One index over all (adjective, material, noun) triples, in mixed radix: unique takes each triple once.
-    adjective, rest = np.divmod(block.pick(len(adjectives) * len(materials) * len(nouns)), len(materials) * len(nouns))
-    material, noun = np.divmod(rest, len(nouns))
+    radices = (len(adjectives), len(materials), len(nouns))
+    adjective, material, noun = mixed_radix(block.pick(math.prod(radices)), radices)
     words = (adjectives.take(pa.array(adjective)), materials.take(pa.array(material)), nouns.take(pa.array(noun)))
     return pc.binary_join_element_wise(*words, " ")
-
-
-@generator("product_material", ProductMaterialParams)
-def _product_material(params: ProductMaterialParams, block: Block) -> pa.Array:
-    return sample_list(block, vocab.GLOBAL, params.list_name)
-
-
-@generator("color_name", ColorNameParams)
-def _color_name(params: ColorNameParams, block: Block) -> pa.Array:
-    return sample_list(block, block.locale, params.list_name)
 
 
 # -- prices and codes ---------------------------------------------------------------
@@ -172,3 +148,6 @@ def _sku(params: SkuParams, block: Block) -> pa.Array:
         codes.append(np.full((block.size, 1), ord(params.separator), dtype=np.uint8))
     codes.append(decimal_codes(picked % 10**digits, digits))
     return fixed_width_strings(np.concatenate(codes, axis=1))
+
+
+list_generators("company_suffix", "product_material", "color_name")

@@ -19,22 +19,18 @@ from server.core.fieldtypes.internet import (
     PRIVATE_IPV4,
     ColorHexParams,
     DomainNameParams,
-    FileExtensionParams,
     FileNameParams,
-    HttpMethodParams,
     HttpStatusParams,
     Ipv4Params,
     Ipv4PrivateParams,
     Ipv6Params,
     MacAddressParams,
-    MimeTypeParams,
     PasswordParams,
     PortParams,
     RgbColorParams,
     SemverParams,
     SlugParams,
     UrlParams,
-    UserAgentParams,
     host_words,
 )
 from worker.engines.rand import Rand
@@ -47,6 +43,7 @@ from worker.engines.types.chars import (
     fixed_width_strings,
     hex_codes,
     int_strings,
+    list_generators,
     random_symbols,
     sample_index,
     sample_list,
@@ -183,26 +180,6 @@ def _slug(params: SlugParams, block: Block) -> pa.Array:
 # -- web vocabularies -------------------------------------------------------------------
 
 
-@generator("user_agent", UserAgentParams)
-def _user_agent(params: UserAgentParams, block: Block) -> pa.Array:
-    return sample_list(block, GLOBAL, params.list_name)
-
-
-@generator("http_method", HttpMethodParams)
-def _http_method(params: HttpMethodParams, block: Block) -> pa.Array:
-    return sample_list(block, GLOBAL, params.list_name)
-
-
-@generator("mime_type", MimeTypeParams)
-def _mime_type(params: MimeTypeParams, block: Block) -> pa.Array:
-    return sample_list(block, GLOBAL, params.list_name)
-
-
-@generator("file_extension", FileExtensionParams)
-def _file_extension(params: FileExtensionParams, block: Block) -> pa.Array:
-    return sample_list(block, GLOBAL, params.list_name)
-
-
 @cache
 def _status_codes() -> pa.Array:
     return pa.array([int(line.split(" ", 1)[0]) for line in vocab.load(GLOBAL, "http_status").values], pa.int64())
@@ -280,3 +257,6 @@ def _rgb_color(params: RgbColorParams, block: Block) -> pa.Array:
     color = block.pick(2**24)
     red, green, blue = (int_strings((color >> shift) & _BYTE) for shift in (16, 8, 0))
     return _join("rgb(", red, ", ", green, ", ", blue, ")")
+
+
+list_generators("user_agent", "http_method", "mime_type", "file_extension")

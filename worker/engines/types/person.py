@@ -12,15 +12,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from server.core import vocab
 from server.core.fieldtypes.person import (
     NUMBER_SLOTS,
     USERNAME_SEPARATORS,
     EmailParams,
     FirstNameParams,
     FullNameParams,
-    JobTitleParams,
-    LastNameParams,
     NamePrefixParams,
     PhoneParams,
     SexedKind,
@@ -32,9 +29,18 @@ from server.core.fieldtypes.person import (
     sexed_domain,
     sexed_lists,
 )
-from worker.engines.rand import Rand
 from worker.engines.types.base import Block, generator, vocab_array
-from worker.engines.types.chars import Codes, Ints, fixed_width_strings, sample_list, scatter
+from worker.engines.types.chars import (
+    Codes,
+    Ints,
+    decimal_codes,
+    fixed_width_strings,
+    list_generators,
+    list_index,
+    mixed_radix,
+    random_digit_codes,
+    scatter,
+)
 
 Bools = npt.NDArray[np.bool_]
 _FEMALE = pa.array(["female", "f"], pa.string())
@@ -44,24 +50,6 @@ _LIST_NAMES = {"first_name": ("first_name_female", "first_name_male"), "prefix":
 
 def _string_array(values: tuple[str, ...]) -> pa.Array:
     return pa.array(values, pa.string())
-
-
-def mixed_radix(index: Ints, radices: tuple[int, ...]) -> list[Ints]:
-    """The digits of each index below prod(radices), most significant first: a bijection onto the digit tuples."""
-    digits = []
-    for radix in reversed(radices):
-        higher = index // radix  # `//` by a constant: much faster than np.divmod
-        digits.append(index - higher * radix)
-        index = higher
-    return digits[::-1]
-
-
-def list_index(rand: Rand, locale: str, name: str, stream: int) -> Ints:
-    """Indexes into a vocabulary list, by its weights when it has them (never unique)."""
-    entries = vocab.load(locale, name)
-    if entries.weights is not None:
-        return rand.weighted(entries.weights, stream)
-    return rand.below(len(entries.values), stream)
 
 
 # -- sex ----------------------------------------------------------------------------------
@@ -170,11 +158,6 @@ def _name_prefix(params: NamePrefixParams, block: Block) -> pa.Array:
     return _sexed_entries(params, block)
 
 
-@generator("last_name", LastNameParams)
-def _last_name(params: LastNameParams, block: Block) -> pa.Array:
-    return sample_list(block, block.locale, params.list_name)
-
-
 _FULL_FIRST, _FULL_LAST, _FULL_PREFIX, _FULL_HAS_PREFIX = 0, 2, 3, 5
 
 
@@ -203,11 +186,6 @@ def _title_prefixes(locale: str) -> pa.Array:
     """No title (""), then the titles of `_SexedArrays.both`, each with a space after it."""
     titles = _sexed_arrays(locale, "prefix").both.to_pylist()
     return _string_array(("", *(f"{title} " for title in titles)))
-
-
-@generator("job_title", JobTitleParams)
-def _job_title(params: JobTitleParams, block: Block) -> pa.Array:
-    return sample_list(block, block.locale, params.list_name)
 
 
 # -- emails and usernames ---------------------------------------------------------------------
@@ -298,39 +276,6 @@ def _username(params: UsernameParams, block: Block) -> pa.Array:
 
 # -- digit patterns -----------------------------------------------------------------------
 
-# Entry n holds the four ASCII digits of n (leading zeros) in memory order: one gather moves four bytes.
-_FOUR_DIGITS = np.frombuffer(b"".join(f"{n:04d}".encode() for n in range(10_000)), dtype=np.uint32)
-_DIGITS_PER_DRAW = 18  # 10**18 < 2**60: one draw of `Rand.below` or a permutation
-
-
-def digit_codes(values: Ints, width: int) -> Codes:
-    """Each value (below 10**width) as `width` ASCII digits with leading zeros: shape (n, width).
-
-    Four digits per lookup, and `//` by a constant rather than np.divmod (several times slower).
-    """
-    groups = -(-width // 4)
-    words = np.empty((len(values), groups), dtype=np.uint32)
-    rest = values
-    for group in range(groups - 1, -1, -1):
-        higher = rest // 10_000
-        words[:, group] = _FOUR_DIGITS[rest - higher * 10_000]
-        rest = higher
-    codes: Codes = words.view(np.uint8)[:, 4 * groups - width :]
-    return codes
-
-
-def random_digit_codes(block: Block, count: int, stream: int) -> Codes:
-    """(n, count) random ASCII digits; the first 18 are `block.pick`, so distinct rows when unique.
-
-    Uses the streams from `stream` on, one per 18 digits.
-    """
-    codes = np.empty((block.size, count), dtype=np.uint8)
-    for group, start in enumerate(range(0, count, _DIGITS_PER_DRAW)):
-        width = min(_DIGITS_PER_DRAW, count - start)
-        draw = block.pick(10**width, stream) if group == 0 else block.rand.below(10**width, stream + group)
-        codes[:, start : start + width] = digit_codes(draw, width)
-    return codes
-
 
 @dataclass(frozen=True, slots=True)
 class _MaskGroup:
@@ -383,7 +328,7 @@ def digit_strings(block: Block, patterns: tuple[str, ...], stream: int) -> pa.Ar
         ends = np.cumsum(sizes)
         index = block.pick(int(ends[-1]), stream)
         choice = np.searchsorted(ends, index, side="right")
-        digits = digit_codes(index - (ends - sizes)[choice], table.digits)  # a pattern of c '#'s: the last c
+        digits = decimal_codes(index - (ends - sizes)[choice], table.digits)  # a pattern of c '#'s: the last c
     else:
         table = _pattern_table(patterns)
         choice = block.rand.below(len(patterns), stream)
@@ -416,3 +361,6 @@ def _fill_group(group: _MaskGroup, which: Ints, digits: Codes) -> pa.Array:
 @generator("phone", PhoneParams)
 def _phone(params: PhoneParams, block: Block) -> pa.Array:
     return digit_strings(block, params.patterns(block.locale), stream=0)
+
+
+list_generators("last_name", "job_title")

@@ -16,9 +16,10 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from server.core import vocab
-from server.core.fieldtypes.text import ParagraphParams, SentenceParams, WordParams
+from server.core.fieldtypes.text import ParagraphParams, SentenceParams
 from worker.engines.rand import Rand
 from worker.engines.types.base import Block, generator
+from worker.engines.types.chars import list_generators
 
 I64 = npt.NDArray[np.int64]
 _ENDINGS = (" ", ". ", ".")  # within a sentence, between sentences, at the end of the row
@@ -26,9 +27,7 @@ _CAPITAL, _SENTENCE_END, _ROW_END = 1, 2, 4  # form = capital + 2 * ending
 _HIGH = np.uint64(32)
 
 
-@generator("word", WordParams)
-def _word(params: WordParams, block: Block) -> pa.Array:
-    return block.sample_vocab("word")
+list_generators("word")
 
 
 @generator("sentence", SentenceParams)
