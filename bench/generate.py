@@ -12,7 +12,7 @@ full name, email, integer range, float, timestamp, weighted choice, sentence):
 - c, Faker and d, Mimesis: the same 8 values per row made in a Python loop
   (fewer rows: they are slow; rows/s compares), with no encoding and no
   database at all, so they only flatter the baselines.
-- the engine alone: `generate_chunk` + `encode_copy_binary` in this process,
+- the engine alone: `generate_chunk` + `encode_copy_tuples` in this process,
   chunk by chunk as the worker makes them, with no database (where a's time goes).
 
 The table gives a's rows/s divided by each one's, the median over rounds of
@@ -63,7 +63,7 @@ from server.core.settings import Settings
 from server.dev import dev_stack, worker_process
 from server.devstack import free_port
 from worker.engines.generate import generate_chunk
-from worker.engines.pgcopy import copy_sql, create_table_sql, encode_copy_binary
+from worker.engines.pgcopy import COPY_HEADER, COPY_TRAILER, copy_sql, create_table_sql, encode_copy_tuples
 from worker.jobs.generate import BATCH_ROWS
 
 NAME = "generate"
@@ -375,38 +375,29 @@ def _chunks(spec: SchemaSpec) -> Iterator[tuple[int, int]]:
 
 
 class _CopyPayload:
-    """One binary COPY stream of all the rows, kept as the encoder's chunks without their framing."""
+    """One binary COPY stream of all the rows: the encoder's batches of tuples between one header and trailer."""
 
-    def __init__(self, spec: SchemaSpec, header: bytes, bodies: list[memoryview], trailer: bytes) -> None:
+    def __init__(self, spec: SchemaSpec, bodies: list[memoryview]) -> None:
         self.spec = spec
-        self.header = header
         self.bodies = bodies
-        self.trailer = trailer
-        self.size = len(header) + sum(len(body) for body in bodies) + len(trailer)
+        self.size = len(COPY_HEADER) + sum(len(body) for body in bodies) + len(COPY_TRAILER)
 
     @classmethod
     def build(cls, spec: SchemaSpec) -> _CopyPayload:
-        # An empty batch encodes to exactly the stream's header and trailer.
-        framing = encode_copy_binary(generate_chunk(spec, 0, 0))
-        header, trailer = framing[:-2], framing[-2:]
-        bodies = []
-        for start, count in _chunks(spec):
-            encoded = memoryview(encode_copy_binary(generate_chunk(spec, start, count)))
-            bodies.append(encoded[len(header) : len(encoded) - len(trailer)])
-        return cls(spec, header, bodies, trailer)
+        return cls(spec, [encode_copy_tuples(generate_chunk(spec, start, count)) for start, count in _chunks(spec)])
 
     def release(self) -> None:
         self.bodies = []
 
     def pieces(self) -> Iterator[bytes | memoryview]:
-        yield self.header
+        yield COPY_HEADER
         yield from self.bodies
-        yield self.trailer
+        yield COPY_TRAILER
 
 
 def _engine(spec: SchemaSpec) -> None:
-    for start, count in _chunks(spec):
-        encode_copy_binary(generate_chunk(spec, start, count))
+    for start, count in _chunks(spec):  # what the worker does for each batch
+        encode_copy_tuples(generate_chunk(spec, start, count))
 
 
 # Faker and Mimesis: one Python call per value, the way these libraries are used. Each field maps to the

@@ -55,5 +55,5 @@ async def test_jobs_of_a_process_share_the_batch_rows(monkeypatch: pytest.Monkey
     await jobs[0].write_next(pipe)  # type: ignore[arg-type]  # alone again: the whole BATCH_ROWS
     assert jobs[0].position == 8_000 + 2_000 + 2_000 + 8_000
     jobs[0].close()
-    assert generate._running_jobs == 0
+    assert _Batches.open_jobs == 0
     assert b"".join(pipe.written) == bytes(encode_copy_tuples(generate_chunk(SPEC, 0, 20_000)))

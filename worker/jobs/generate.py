@@ -21,7 +21,7 @@ import asyncio
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import structlog
@@ -51,7 +51,6 @@ log = structlog.get_logger(__name__)
 BATCH_ROWS = 25_000
 MIN_BATCH_ROWS = 2_000
 _BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate-build")
-_running_jobs = 0  # _Batches open in this process (one event loop, so no lock)
 
 
 def _build(spec: SchemaSpec, start: int, count: int) -> memoryview:
@@ -158,9 +157,10 @@ class _Batches:
     Batches never cross a chunk's end (a multiple of chunk_rows): a chunk's COPY holds its rows only.
     """
 
+    open_jobs: ClassVar[int] = 0  # open in this process, sharing BATCH_ROWS (one event loop: no lock)
+
     def __init__(self, spec: SchemaSpec, first_row: int, total: int, done: int, *, chunk_rows: int) -> None:
-        global _running_jobs  # noqa: PLW0603  # the process's count, see BATCH_ROWS
-        _running_jobs += 1
+        _Batches.open_jobs += 1
         self._open = True
         self._spec, self._first_row, self._total, self._chunk_rows = spec, first_row, total, chunk_rows
         self.position = done  # the first row of the next batch `write_next` writes
@@ -168,7 +168,7 @@ class _Batches:
         self._pending = self._build(done)
 
     def _size(self, offset: int) -> int:
-        share = max(MIN_BATCH_ROWS, BATCH_ROWS // max(_running_jobs, 1))
+        share = max(MIN_BATCH_ROWS, BATCH_ROWS // max(_Batches.open_jobs, 1))
         return min(share, self._total - offset, self._chunk_rows - offset % self._chunk_rows)
 
     def _build(self, offset: int) -> asyncio.Future[memoryview] | None:
@@ -188,13 +188,12 @@ class _Batches:
 
     def close(self) -> None:
         """Drop the batch in the making, if any, and give this job's share of BATCH_ROWS back."""
-        global _running_jobs  # noqa: PLW0603
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
         if self._open:
             self._open = False
-            _running_jobs -= 1
+            _Batches.open_jobs -= 1
 
 
 async def _create_table_once(conn: psycopg.AsyncConnection[Any], dataset_id: uuid.UUID, create: Any) -> None:
