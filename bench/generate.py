@@ -247,8 +247,8 @@ def _shards_note(rows: int) -> str:
         return f"the {rows:,}-row job is not sharded (above {SHARD_ROWS:,} rows it would be): one pipeline of chunks"
     return (
         f"the {rows:,}-row job runs as {shards} shards of at most {SHARD_ROWS:,} rows, up to {JOBS_PER_PROCESS} at"
-        f" once in the one worker process (--max-async-tasks), each holding about 2 batches of {BATCH_ROWS:,} rows:"
-        " its RSS is bounded by the concurrent shards, not by the row count"
+        f" once in the one worker process (--max-async-tasks); they share its {BATCH_ROWS:,} batch rows, so the"
+        " batches they hold cost what one job's do"
     )
 
 
