@@ -21,9 +21,6 @@ VALUES (%(id)s, %(tenant)s, %(name)s, %(table_name)s, %(columns)s, %(job_id)s);
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s AND tenant = %(tenant)s;
 
--- name: get_job_any_tenant
-SELECT * FROM jobs WHERE id = %(id)s;
-
 -- name: list_jobs
 SELECT * FROM jobs
 WHERE tenant = %(tenant)s AND parent_id IS NULL
