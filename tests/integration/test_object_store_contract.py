@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,8 +22,15 @@ from typing import Any
 import pytest
 from minio import Minio
 
-from server.core.errors import InvalidArgument, NotFound, OutOfRange, Unavailable
-from server.core.objects import LocalObjectStore, ObjectInfo, ObjectStore, S3ObjectStore
+from server.core.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, Unavailable
+from server.core.objects import (
+    MIN_PART_SIZE,
+    LocalObjectStore,
+    ObjectInfo,
+    ObjectStore,
+    PartInfo,
+    S3ObjectStore,
+)
 from server.core.objects._pipe import ChunkPipe
 from server.devstack import S3Endpoint, free_port
 
@@ -346,6 +355,246 @@ async def test_concurrent_puts_beyond_the_upload_limit_all_complete(store: Objec
         assert await read_all(store, key) == data
 
 
+# --- Resumable multipart uploads ------------------------------------------------------------------
+
+
+def reopened(store: ObjectStore, request: pytest.FixtureRequest) -> ObjectStore:
+    """A new store instance on the same directory or bucket, as a restarted server would open."""
+    if isinstance(store, LocalObjectStore):
+        return LocalObjectStore(store.root)
+    assert isinstance(store, S3ObjectStore)
+    return make_s3_store(request.getfixturevalue("s3"), store.bucket)
+
+
+def pending_uploads(store: ObjectStore, request: pytest.FixtureRequest, key: str) -> list[str]:
+    """Handles of the multipart uploads of `key` that the backend still keeps."""
+    if isinstance(store, S3ObjectStore):
+        return s3_uploads(request.getfixturevalue("s3_client"), store.bucket, key)
+    assert isinstance(store, LocalObjectStore)
+    uploads = store.root / ".multipart"
+    if not uploads.exists():
+        return []
+    return [d.name for d in uploads.iterdir() if json.loads((d / "upload.json").read_text())["key"] == key]
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+async def upload_parts(store: ObjectStore, key: str, handle: str, parts: list[bytes]) -> list[PartInfo]:
+    return [await store.upload_part(key, handle, number, data) for number, data in enumerate(parts, start=1)]
+
+
+async def test_multipart_upload_assembles_the_parts_into_the_object(
+    store: ObjectStore, request: pytest.FixtureRequest
+) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=30), random_bytes(MIN_PART_SIZE, seed=31), random_bytes(4321, seed=32)]
+    key = new_key("csv")
+    handle = await store.create_multipart(key, content_type=CSV)
+    assert 0 < len(handle) <= 1024
+
+    # Parts may arrive in any order, and concurrently.
+    infos = await asyncio.gather(*(store.upload_part(key, handle, n, parts[n - 1]) for n in (3, 1, 2)))
+    assert [(i.number, i.size, i.etag) for i in infos] == [
+        (n, len(parts[n - 1]), md5_hex(parts[n - 1])) for n in (3, 1, 2)
+    ]
+    with pytest.raises(NotFound):
+        await store.stat(key)  # invisible until completed
+
+    info = await store.complete_multipart(key, handle, sorted(infos, key=lambda i: i.number))
+
+    data = b"".join(parts)
+    assert (info.key, info.size, info.content_type) == (key, len(data), CSV)
+    assert info.sha256 in (None, hashlib.sha256(data).hexdigest())
+    assert await store.stat(key) == info
+    assert await read_all(store, key) == data
+    assert pending_uploads(store, request, key) == []
+
+
+@pytest.mark.parametrize("size", [0, 1000])
+async def test_a_single_small_part_completes(store: ObjectStore, size: int) -> None:
+    data = random_bytes(size, seed=33)
+    key = new_key()
+    handle = await store.create_multipart(key, content_type=CSV)
+    part = await store.upload_part(key, handle, 1, data)
+    info = await store.complete_multipart(key, handle, [part])
+    assert info.size == size
+    assert await read_all(store, key) == data
+
+
+async def test_uploading_a_part_number_again_replaces_the_part(store: ObjectStore) -> None:
+    first, second, tail = (random_bytes(MIN_PART_SIZE, seed=34), random_bytes(MIN_PART_SIZE, seed=35), b"tail")
+    key = new_key()
+    handle = await store.create_multipart(key, content_type=CSV)
+    await store.upload_part(key, handle, 1, first)
+    replaced = await store.upload_part(key, handle, 1, second)
+    last = await store.upload_part(key, handle, 2, tail)
+
+    info = await store.complete_multipart(key, handle, [replaced, last])
+
+    assert info.size == len(second) + len(tail)
+    assert await read_all(store, key) == second + tail
+
+
+async def test_parts_that_do_not_match_what_was_stored_are_a_failed_precondition(store: ObjectStore) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=36), random_bytes(1000, seed=37)]
+    key = new_key()
+    handle = await store.create_multipart(key, content_type=CSV)
+    one, two = await upload_parts(store, key, handle, parts)
+
+    wrong_etag = PartInfo(1, one.size, "0" * 32)
+    wrong_size = PartInfo(2, two.size + 1, two.etag)
+    never_uploaded = PartInfo(3, two.size, two.etag)
+    for listed in ([wrong_etag, two], [one, wrong_size], [one, never_uploaded]):
+        with pytest.raises(FailedPrecondition):
+            await store.complete_multipart(key, handle, listed)
+        with pytest.raises(NotFound):
+            await store.stat(key)
+
+    # A refused completion leaves the upload as it was.
+    info = await store.complete_multipart(key, handle, [one, two])
+    assert await read_all(store, key) == b"".join(parts)
+    assert info.size == MIN_PART_SIZE + 1000
+
+
+async def test_part_lists_that_s3_would_refuse_are_invalid(store: ObjectStore) -> None:
+    key = new_key()
+    handle = await store.create_multipart(key, content_type=CSV)
+    small, other = await upload_parts(store, key, handle, [b"a" * 1000, b"b" * 1000])
+    big = await store.upload_part(key, handle, 3, random_bytes(MIN_PART_SIZE, seed=38))
+
+    bad_lists: dict[str, list[PartInfo]] = {
+        "a part but the last is too small": [small, other],
+        "empty": [],
+        "not ascending": [big, small],
+        "a number twice": [big, big],
+        "number 0": [PartInfo(0, 10, small.etag)],
+    }
+    for listed in bad_lists.values():
+        with pytest.raises(InvalidArgument):
+            await store.complete_multipart(key, handle, listed)
+    for number in (0, 10_001):
+        with pytest.raises(InvalidArgument):
+            await store.upload_part(key, handle, number, b"x")
+    await store.abort_multipart(key, handle)
+
+
+async def test_abort_leaves_nothing_and_is_idempotent(store: ObjectStore, request: pytest.FixtureRequest) -> None:
+    key = new_key()
+    handle = await store.create_multipart(key, content_type=CSV)
+    part = await store.upload_part(key, handle, 1, random_bytes(MIN_PART_SIZE, seed=39))
+    assert pending_uploads(store, request, key) == [handle]
+
+    await store.abort_multipart(key, handle)
+
+    assert pending_uploads(store, request, key) == []
+    if isinstance(store, LocalObjectStore):
+        assert _leftover_files(store) == []
+    with pytest.raises(NotFound):
+        await store.stat(key)
+    await store.abort_multipart(key, handle)
+    with pytest.raises(NotFound):
+        await store.upload_part(key, handle, 2, b"late")
+    with pytest.raises(NotFound):
+        await store.complete_multipart(key, handle, [part])
+
+
+async def test_unknown_handles_are_not_found(store: ObjectStore) -> None:
+    key = new_key()
+    part = PartInfo(1, 4, md5_hex(b"data"))
+    other_key = new_key()
+    handle_of_other_key = await store.create_multipart(other_key, content_type=CSV)
+    for handle in (uuid.uuid4().hex, "not-a-handle", handle_of_other_key):
+        with pytest.raises(NotFound) as exc:
+            await store.upload_part(key, handle, 1, b"data")
+        assert exc.value.metadata == {"resource_type": "multipart upload", "resource_name": handle}
+        with pytest.raises(NotFound):
+            await store.complete_multipart(key, handle, [part])
+        await store.abort_multipart(key, handle)
+    with pytest.raises(NotFound):
+        await store.stat(key)
+    # Aborting with the wrong key did not touch the other key's upload.
+    await store.upload_part(other_key, handle_of_other_key, 1, b"data")
+    with pytest.raises(InvalidArgument):
+        await store.upload_part(key, "", 1, b"data")
+
+
+async def test_completing_again_after_success_returns_the_same_object(store: ObjectStore) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=40), random_bytes(777, seed=41)]
+    key = new_key()
+    handle = await store.create_multipart(key, content_type=CSV)
+    listed = await upload_parts(store, key, handle, parts)
+    first = await store.complete_multipart(key, handle, listed)
+
+    # A server that crashed before recording the completion asks again.
+    assert await store.complete_multipart(key, handle, listed) == first
+    assert await read_all(store, key) == b"".join(parts)
+
+    # Other parts were not what produced this object.
+    with pytest.raises(NotFound):
+        await store.complete_multipart(key, handle, [listed[0], PartInfo(2, 778, listed[1].etag)])
+    with pytest.raises(NotFound):
+        await store.complete_multipart(key, handle, [listed[0], PartInfo(2, 777, md5_hex(b"x" * 777))])
+    await store.delete(key)
+    with pytest.raises(NotFound):
+        await store.complete_multipart(key, handle, listed)
+
+
+async def test_a_restarted_store_resumes_the_upload(store: ObjectStore, request: pytest.FixtureRequest) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=42), random_bytes(5000, seed=43)]
+    key = new_key("csv")
+    async with reopened(store, request) as before_crash:
+        handle = await before_crash.create_multipart(key, content_type=CSV)
+        one = await before_crash.upload_part(key, handle, 1, parts[0])
+    async with reopened(store, request) as after_restart:
+        two = await after_restart.upload_part(key, handle, 2, parts[1])
+        info = await after_restart.complete_multipart(key, handle, [one, two])
+    assert (info.size, info.content_type) == (sum(map(len, parts)), CSV)
+    assert await read_all(store, key) == b"".join(parts)
+
+
+async def test_part_uploads_beyond_the_upload_limit_wait_for_a_slot(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key()
+    handle = await store.create_multipart(key, content_type=CSV)
+    lock = threading.Lock()
+    running = peak = 0
+    original = store._upload_part  # type: ignore[attr-defined]  # both backends name their blocking half so
+
+    def counting_upload_part(*args: Any) -> PartInfo:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.02)
+            result: PartInfo = original(*args)
+            return result
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(store, "_upload_part", counting_upload_part)
+    infos = await asyncio.gather(*(store.upload_part(key, handle, n, random_bytes(1000, seed=n)) for n in range(1, 13)))
+    assert [i.number for i in infos] == list(range(1, 13))
+    assert 1 < peak <= 4  # the stores' default max_uploads
+    await store.abort_multipart(key, handle)
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_unsafe_keys_are_rejected_by_every_multipart_method(store: ObjectStore, key: str) -> None:
+    handle = uuid.uuid4().hex
+    with pytest.raises(InvalidArgument):
+        await store.create_multipart(key, content_type=CSV)
+    with pytest.raises(InvalidArgument):
+        await store.upload_part(key, handle, 1, b"data")
+    with pytest.raises(InvalidArgument):
+        await store.complete_multipart(key, handle, [PartInfo(1, 4, md5_hex(b"data"))])
+    with pytest.raises(InvalidArgument):
+        await store.abort_multipart(key, handle)
+
+
 async def test_ensure_ready_is_idempotent(store: ObjectStore) -> None:
     await store.ensure_ready()
     key = new_key()
@@ -438,6 +687,35 @@ async def test_s3_object_written_by_another_client_has_no_sha256(s3_store: S3Obj
     await asyncio.to_thread(s3_client.put_object, s3_store.bucket, key, io.BytesIO(b"abc"), 3)
     info = await s3_store.stat(key)
     assert (info.size, info.sha256, info.content_type) == (3, None, "application/octet-stream")
+
+
+async def test_local_handles_never_name_paths(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    async with LocalObjectStore(root) as store:
+        await store.ensure_ready()
+        key = new_key()
+        (tmp_path / "upload.json").write_text(json.dumps({"key": key, "content_type": CSV}))
+        for handle in ("../..", "../../..", "/tmp", "..", "."):
+            with pytest.raises(NotFound):
+                await store.upload_part(key, handle, 1, b"data")
+            await store.abort_multipart(key, handle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "upload.json"]
+    assert _leftover_files(store) == []
+
+
+async def test_local_abort_interrupted_after_the_rename_is_swept_at_start_up(tmp_path: Path) -> None:
+    async with LocalObjectStore(tmp_path) as store:
+        await store.ensure_ready()
+        key = new_key()
+        handle = await store.create_multipart(key, content_type=CSV)
+        await store.upload_part(key, handle, 1, b"data")
+        # What a crash between the rename and the removal leaves.
+        upload = tmp_path / ".multipart" / handle
+        upload.rename(upload.with_name(f"{handle}.{uuid.uuid4().hex}.deleted"))
+        with pytest.raises(NotFound):
+            await store.upload_part(key, handle, 2, b"more")
+        await store.ensure_ready()
+        assert list((tmp_path / ".multipart").iterdir()) == []
 
 
 async def test_local_sidecar_that_does_not_match_the_file_is_ignored(tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ The backends write with blocking calls (minio's `put_object`, file writes), so
 passes that wait on to the client. Memory is the queue plus what the writer
 holds (one part for S3), whatever the object's size. The SHA-256 and size are
 computed in the consumer thread, off the event loop.
+
+`run_in_slot` runs one blocking write (a part of a multipart upload) under the
+same bound on concurrent uploads.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
 import io
 import sys
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+    from concurrent.futures import Executor
 
 T = TypeVar("T")
 
@@ -170,3 +175,21 @@ async def pump(
             with contextlib.suppress(Exception):
                 await discard()
         raise
+
+
+async def run_in_slot(slots: asyncio.Semaphore, pool: Executor, fn: Callable[..., T], *args: Any) -> T:
+    """Run the blocking `fn(*args)` in `pool` while holding one of `slots`, and return its result.
+
+    A thread cannot be interrupted, so when the caller is cancelled the slot
+    stays taken until `fn` returns: at most as many threads write as there are
+    slots, and the rest of the pool stays free for reads.
+    """
+    async with slots:
+        work = asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # A second cancellation only stops this wait.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(work)
+            raise

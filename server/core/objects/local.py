@@ -7,6 +7,16 @@ recognised as stale (the SHA-256 is then reported as unknown) instead of being
 believed. A write goes to `ROOT/a/.b.csv.<random>.tmp`, is fsynced, and is
 renamed into place. No key segment may start with ".", so these names never
 collide with objects.
+
+A multipart upload is the directory `ROOT/.multipart/<handle>/`, the handle
+being a random UUID in hex. It holds `upload.json` (the key and content type,
+checked on every call) and one file per part, `<number>.part`, each written to
+a temporary file, fsynced and renamed. Completion verifies every listed part's
+size and MD5 (its etag) while concatenating them beside the object, then
+renames the result into place like any write. An upload is removed by renaming
+its directory to `<handle>.<random>.deleted` first, so that the handle is gone
+at once even if the removal itself is interrupted; `ensure_ready` sweeps what
+such an interruption leaves. Local uploads never expire.
 """
 
 from __future__ import annotations
@@ -14,32 +24,52 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import hashlib
 import json
 import os
+import re
+import shutil
 import stat as stat_module
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from server.core.errors import DatamillError, InvalidArgument, NotFound, OutOfRange, ResourceExhausted, Unavailable
-from server.core.objects._pipe import ChunkPipe, pump
+from server.core.errors import (
+    DatamillError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+)
+from server.core.objects._pipe import ChunkPipe, pump, run_in_slot
 from server.core.objects.base import (
     DEFAULT_PART_SIZE,
     READ_CHUNK_SIZE,
     ObjectInfo,
     ObjectStore,
+    PartInfo,
+    check_handle,
     check_key,
+    check_part_number,
+    check_parts,
     check_range,
+    multipart_etag,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
     from datetime import timedelta
 
 T = TypeVar("T")
 
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_MULTIPART_DIR = ".multipart"
+_UPLOAD_RECORD = "upload.json"
+_DELETED_SUFFIX = ".deleted"
+_HANDLE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _os_error(exc: OSError, action: str) -> DatamillError:
@@ -60,6 +90,26 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _write_json(target: Path, value: dict[str, Any]) -> None:
+    """Write `value` to `target` atomically: a fsynced temporary file, renamed. The caller fsyncs the directory."""
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("x", encoding="utf-8") as out:
+            json.dump(value, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _part_mismatch(handle: str, part: PartInfo, what: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"part {part.number} of multipart upload {handle!r} {what}", reason="MULTIPART_PART_MISMATCH"
+    )
+
+
 class LocalObjectStore(ObjectStore):
     """Objects as files under `root`. Blocking file calls run in a small thread pool of its own."""
 
@@ -67,8 +117,10 @@ class LocalObjectStore(ObjectStore):
         if max_workers <= max_uploads:
             raise ValueError("max_workers must exceed max_uploads so that reads never wait for uploads")
         self.root = Path(root).expanduser().absolute()
+        self._multipart = self.root / _MULTIPART_DIR
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="local-objects")
-        # An upload holds a thread for its whole duration.
+        # An upload holds a thread for its whole duration; so does each part or
+        # completion of a multipart upload.
         self._uploads = asyncio.Semaphore(max_uploads)
 
     def _path(self, key: str) -> Path:
@@ -87,6 +139,9 @@ class LocalObjectStore(ObjectStore):
             raise _os_error(exc, f"create {self.root}") from exc
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise Unavailable(f"local object store {self.root} is not writable", reason="OBJECT_STORE_IO")
+        # Uploads whose removal was interrupted (see the module docstring).
+        for leftover in self._multipart.glob(f"*{_DELETED_SUFFIX}"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     async def put_stream(
         self,
@@ -130,18 +185,11 @@ class LocalObjectStore(ObjectStore):
         return info
 
     @staticmethod
-    def _write_meta(path: Path, info: ObjectInfo, inode: int) -> None:
+    def _write_meta(path: Path, info: ObjectInfo, inode: int, *, etag: str | None = None) -> None:
         meta = {"sha256": info.sha256, "content_type": info.content_type, "size": info.size, "inode": inode}
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with tmp.open("x", encoding="utf-8") as out:
-                json.dump(meta, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, _meta_path(path))
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        if etag is not None:
+            meta["etag"] = etag
+        _write_json(_meta_path(path), meta)
 
     async def open_range(self, key: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self._path(key)
@@ -184,6 +232,11 @@ class LocalObjectStore(ObjectStore):
 
     @staticmethod
     def _stat(path: Path, key: str) -> ObjectInfo:
+        return LocalObjectStore._stat_with_meta(path, key)[0]
+
+    @staticmethod
+    def _stat_with_meta(path: Path, key: str) -> tuple[ObjectInfo, dict[str, Any] | None]:
+        """The object's info and its sidecar, if the sidecar describes this very file."""
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -197,13 +250,14 @@ class LocalObjectStore(ObjectStore):
         except (OSError, ValueError):
             meta = None
         if isinstance(meta, dict) and meta.get("inode") == st.st_ino and meta.get("size") == st.st_size:
-            return ObjectInfo(
+            info = ObjectInfo(
                 key=key,
                 size=st.st_size,
                 sha256=meta.get("sha256"),
                 content_type=meta.get("content_type") or _DEFAULT_CONTENT_TYPE,
             )
-        return ObjectInfo(key=key, size=st.st_size, sha256=None, content_type=_DEFAULT_CONTENT_TYPE)
+            return info, meta
+        return ObjectInfo(key=key, size=st.st_size, sha256=None, content_type=_DEFAULT_CONTENT_TYPE), None
 
     async def delete(self, key: str) -> None:
         path = self._path(key)
@@ -222,6 +276,187 @@ class LocalObjectStore(ObjectStore):
     async def presigned_get_url(self, key: str, expires: timedelta) -> str | None:
         check_key(key)
         return None
+
+    async def create_multipart(self, key: str, *, content_type: str) -> str:
+        check_key(key)
+        return await self._run(self._create_multipart, key, content_type)
+
+    def _create_multipart(self, key: str, content_type: str) -> str:
+        handle = uuid.uuid4().hex
+        directory = self._multipart / handle
+        try:
+            try:
+                self._multipart.mkdir(parents=True)
+                _fsync_dir(self.root)
+            except FileExistsError:
+                pass
+            directory.mkdir()
+            _write_json(directory / _UPLOAD_RECORD, {"key": key, "content_type": content_type})
+            # The caller records the handle once this returns, so it must survive a crash.
+            _fsync_dir(directory)
+            _fsync_dir(self._multipart)
+        except OSError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise _os_error(exc, f"start an upload of {key!r}") from exc
+        return handle
+
+    def _open_upload(self, key: str, handle: str) -> tuple[Path, str]:
+        """The upload's directory and content type; NotFound unless `handle` is an upload of `key`."""
+        if not _HANDLE.match(handle):
+            raise NotFound("multipart upload", handle)  # not one of ours, and never a path
+        directory = self._multipart / handle
+        try:
+            record = json.loads((directory / _UPLOAD_RECORD).read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound("multipart upload", handle) from exc
+        except OSError as exc:
+            raise _os_error(exc, f"read upload {handle!r}") from exc
+        if not isinstance(record, dict) or record.get("key") != key:
+            raise NotFound("multipart upload", handle)
+        return directory, str(record.get("content_type") or _DEFAULT_CONTENT_TYPE)
+
+    async def upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+        check_key(key)
+        check_handle(handle)
+        check_part_number(number)
+        return await run_in_slot(self._uploads, self._pool, self._upload_part, key, handle, number, data)
+
+    def _upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+        directory, _ = self._open_upload(key, handle)
+        tmp = directory / f".{number}.{uuid.uuid4().hex}.tmp"
+        try:
+            with tmp.open("xb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, directory / f"{number}.part")
+            _fsync_dir(directory)
+        except FileNotFoundError as exc:
+            # The upload was aborted or completed meanwhile.
+            tmp.unlink(missing_ok=True)
+            raise NotFound("multipart upload", handle) from exc
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _os_error(exc, f"write part {number} of {key!r}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        # S3's etag of a part, so that callers see the same kind of value from both backends.
+        return PartInfo(number=number, size=len(data), etag=hashlib.md5(data, usedforsecurity=False).hexdigest())
+
+    async def complete_multipart(self, key: str, handle: str, parts: Sequence[PartInfo]) -> ObjectInfo:
+        path = self._path(key)
+        check_handle(handle)
+        check_parts(parts)
+        return await run_in_slot(self._uploads, self._pool, self._complete_multipart, path, key, handle, list(parts))
+
+    def _complete_multipart(self, path: Path, key: str, handle: str, parts: list[PartInfo]) -> ObjectInfo:
+        try:
+            directory, content_type = self._open_upload(key, handle)
+        except NotFound:
+            # The upload is gone: perhaps a previous call completed it (see the interface's docstring).
+            info = self._completed_earlier(path, key, parts)
+            if info is None:
+                raise
+            return info
+        sources = [directory / f"{part.number}.part" for part in parts]
+        # Sizes first: a mismatch is found before anything is copied.
+        for part, source in zip(parts, sources, strict=True):
+            try:
+                size = source.stat().st_size
+            except FileNotFoundError as exc:
+                if not directory.is_dir():
+                    raise NotFound("multipart upload", handle) from exc
+                raise _part_mismatch(handle, part, "was never stored") from exc
+            except OSError as exc:
+                raise _os_error(exc, f"read upload {handle!r}") from exc
+            if size != part.size:
+                raise _part_mismatch(handle, part, f"holds {size} bytes, not {part.size}")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("xb") as out:
+                sha256 = self._concatenate(handle, parts, sources, out)
+                out.flush()
+                os.fsync(out.fileno())
+                inode = os.fstat(out.fileno()).st_ino
+            info = ObjectInfo(key=key, size=sum(part.size for part in parts), sha256=sha256, content_type=content_type)
+            # The multipart etag lets a repeated completion recognise this object.
+            self._write_meta(path, info, inode, etag=multipart_etag(parts))
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _os_error(exc, f"assemble {key!r}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        # If this fails, the object is in place anyway and completing again succeeds.
+        self._remove_upload(directory)
+        return info
+
+    @staticmethod
+    def _concatenate(handle: str, parts: list[PartInfo], sources: list[Path], out: IO[bytes]) -> str:
+        """Copy the parts into `out` through one buffer, checking each part's size and MD5; return the SHA-256."""
+        sha256 = hashlib.sha256()
+        buffer = memoryview(bytearray(READ_CHUNK_SIZE))
+        for part, source in zip(parts, sources, strict=True):
+            md5 = hashlib.md5(usedforsecurity=False)
+            copied = 0
+            try:
+                source_file = source.open("rb")
+            except FileNotFoundError as exc:
+                raise _part_mismatch(handle, part, "was never stored") from exc
+            with source_file:
+                while count := source_file.readinto(buffer):
+                    chunk = buffer[:count]
+                    md5.update(chunk)
+                    sha256.update(chunk)
+                    out.write(chunk)
+                    copied += count
+            # The part may have been replaced since its size was checked.
+            if copied != part.size:
+                raise _part_mismatch(handle, part, f"holds {copied} bytes, not {part.size}")
+            if md5.hexdigest() != part.etag.strip('"').lower():
+                raise _part_mismatch(handle, part, f"was not stored with etag {part.etag!r}")
+        return sha256.hexdigest()
+
+    def _completed_earlier(self, path: Path, key: str, parts: list[PartInfo]) -> ObjectInfo | None:
+        """The ObjectInfo of `key` if a completion of exactly `parts` wrote it, else None."""
+        try:
+            info, meta = self._stat_with_meta(path, key)
+        except NotFound:
+            return None
+        if meta is None or meta.get("etag") != multipart_etag(parts) or info.size != sum(p.size for p in parts):
+            return None
+        return info
+
+    async def abort_multipart(self, key: str, handle: str) -> None:
+        check_key(key)
+        check_handle(handle)
+        await self._run(self._abort_multipart, key, handle)
+
+    def _abort_multipart(self, key: str, handle: str) -> None:
+        try:
+            directory, _ = self._open_upload(key, handle)
+        except NotFound:
+            return
+        self._remove_upload(directory)
+
+    @staticmethod
+    def _remove_upload(directory: Path) -> None:
+        doomed = directory.with_name(f"{directory.name}.{uuid.uuid4().hex}{_DELETED_SUFFIX}")
+        try:
+            # Renamed first, so that the handle is unknown at once, even if the removal is interrupted.
+            directory.rename(doomed)
+        except FileNotFoundError:
+            return  # removed by a concurrent call
+        except OSError as exc:
+            raise _os_error(exc, f"remove upload {directory.name!r}") from exc
+        try:
+            shutil.rmtree(doomed)
+        except OSError as exc:
+            raise _os_error(exc, f"remove upload {directory.name!r}") from exc
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._pool.shutdown, wait=True))

@@ -9,6 +9,9 @@ The SHA-256 is stored as user metadata (`x-amz-meta-sha256`). It is known only
 when the stream ends, after minio has sent the object's headers, so it is set
 by a server-side copy of the object onto itself with the REPLACE directive,
 which changes metadata without moving data.
+
+The resumable multipart upload maps one to one onto S3's multipart API; its
+handle is the S3 UploadId. Objects assembled that way carry no SHA-256.
 """
 
 from __future__ import annotations
@@ -25,23 +28,31 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
+from minio.datatypes import Part
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from server.core.errors import InvalidArgument, NotFound, OutOfRange, Unavailable
-from server.core.objects._pipe import ChunkPipe, pump
+from server.core.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, Unavailable
+from server.core.objects._pipe import ChunkPipe, pump, run_in_slot
 from server.core.objects.base import (
     DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
     READ_CHUNK_SIZE,
     ObjectInfo,
     ObjectStore,
+    PartInfo,
+    check_handle,
     check_key,
+    check_part_number,
+    check_parts,
     check_range,
+    multipart_etag,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
     from datetime import timedelta
 
+    from minio.datatypes import Object
     from urllib3 import BaseHTTPResponse
 
 T = TypeVar("T")
@@ -52,15 +63,30 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _MISSING_KEY = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 _ACCESS_DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"})
 _TRANSIENT = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
-_MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum for every part but the last
+#: S3's answers to a CompleteMultipartUpload whose part list is wrong, and our error for each.
+_BAD_PART_LIST = frozenset({"InvalidPartOrder", "EntityTooSmall"})
+_PART_MISMATCH = "InvalidPart"
+_LIST_PARTS_PAGE = 1000  # S3's maximum
 
 
 @contextlib.contextmanager
-def _translate_errors(bucket: str, key: str | None) -> Iterator[None]:
-    """Turn minio and urllib3 errors into datamill errors; other S3 errors are bugs and pass through."""
+def _translate_errors(bucket: str, key: str | None, *, upload: str | None = None) -> Iterator[None]:
+    """Turn minio and urllib3 errors into datamill errors; other S3 errors are bugs and pass through.
+
+    `upload` is the multipart upload's handle, for calls that name one.
+    """
     try:
         yield
     except S3Error as exc:
+        if exc.code == "NoSuchUpload" and upload is not None:
+            raise NotFound("multipart upload", upload) from exc
+        if exc.code == _PART_MISMATCH and upload is not None:
+            raise FailedPrecondition(
+                f"a listed part of multipart upload {upload!r} was not stored with that etag",
+                reason="MULTIPART_PART_MISMATCH",
+            ) from exc
+        if exc.code in _BAD_PART_LIST and upload is not None:
+            raise InvalidArgument.single("parts", f"rejected by the object store ({exc.code})") from exc
         if exc.code in _MISSING_KEY and key is not None:
             raise NotFound("object", key) from exc
         if exc.code == "NoSuchBucket":
@@ -130,7 +156,8 @@ class S3ObjectStore(ObjectStore):
             http_client=self._http,
         )
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="s3-objects")
-        # An upload holds a thread for its whole duration.
+        # An upload holds a thread for its whole duration; so does each part or
+        # completion of a multipart upload.
         self._uploads = asyncio.Semaphore(max_uploads)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -159,8 +186,8 @@ class S3ObjectStore(ObjectStore):
         part_size: int = DEFAULT_PART_SIZE,
     ) -> ObjectInfo:
         check_key(key)
-        if part_size < _MIN_PART_SIZE:
-            raise InvalidArgument.single("part_size", f"must be at least {_MIN_PART_SIZE} bytes (S3's minimum)")
+        if part_size < MIN_PART_SIZE:
+            raise InvalidArgument.single("part_size", f"must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
         async with self._uploads:
             loop = asyncio.get_running_loop()
             pipe = ChunkPipe(loop)
@@ -248,6 +275,10 @@ class S3ObjectStore(ObjectStore):
     def _stat(self, key: str) -> ObjectInfo:
         with _translate_errors(self.bucket, key):
             obj = self._client.stat_object(self.bucket, key)
+        return self._info(key, obj)
+
+    @staticmethod
+    def _info(key: str, obj: Object) -> ObjectInfo:
         sha256 = (obj.metadata or {}).get(SHA256_METADATA)
         return ObjectInfo(
             key=key,
@@ -272,6 +303,111 @@ class S3ObjectStore(ObjectStore):
         except ValueError as exc:
             raise InvalidArgument.single("expires", "must be between 1 second and 7 days") from exc
         return url
+
+    # minio 7.2.20 has no public API for a multipart upload that spans several
+    # calls (put_object runs one from start to end), so these call the private
+    # wrappers of the S3 multipart API that put_object itself is built on; they
+    # are unchanged across minio 7.2.x and the contract suite exercises each one.
+
+    async def create_multipart(self, key: str, *, content_type: str) -> str:
+        check_key(key)
+        return await self._run(self._create_multipart, key, content_type)
+
+    def _create_multipart(self, key: str, content_type: str) -> str:
+        with _translate_errors(self.bucket, key):
+            upload_id: str = self._client._create_multipart_upload(self.bucket, key, {"Content-Type": content_type})
+        return upload_id
+
+    async def upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+        check_key(key)
+        check_handle(handle)
+        check_part_number(number)
+        return await run_in_slot(self._uploads, self._pool, self._upload_part, key, handle, number, data)
+
+    def _upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+        with _translate_errors(self.bucket, key, upload=handle):
+            etag: str = self._client._upload_part(self.bucket, key, data, None, handle, number)
+        return PartInfo(number=number, size=len(data), etag=etag)
+
+    async def complete_multipart(self, key: str, handle: str, parts: Sequence[PartInfo]) -> ObjectInfo:
+        check_key(key)
+        check_handle(handle)
+        check_parts(parts)
+        return await run_in_slot(self._uploads, self._pool, self._complete_multipart, key, handle, list(parts))
+
+    def _complete_multipart(self, key: str, handle: str, parts: list[PartInfo]) -> ObjectInfo:
+        try:
+            with _translate_errors(self.bucket, key, upload=handle):
+                # CompleteMultipartUpload checks etags only, so sizes are checked against ListParts first.
+                self._check_stored_parts(key, handle, parts)
+                result = self._client._complete_multipart_upload(
+                    self.bucket, key, handle, [Part(part.number, part.etag.strip('"')) for part in parts]
+                )
+            if result.etag is None:
+                # S3 may report a failure as 200 OK with an <Error> body, which minio does not check.
+                raise Unavailable(
+                    f"object store failed to complete multipart upload {handle!r}",
+                    reason="OBJECT_STORE_UNAVAILABLE",
+                    retry_after=1.0,
+                )
+        except NotFound:
+            # The upload is gone: perhaps a previous call completed it (see the interface's docstring).
+            info = self._completed_earlier(key, parts)
+            if info is None:
+                raise
+            return info
+        return self._stat(key)
+
+    def _check_stored_parts(self, key: str, handle: str, parts: list[PartInfo]) -> None:
+        # Keyed by number and etag: SeaweedFS lists every upload of a part number, not just the last.
+        stored: dict[tuple[int, str], int | None] = {}
+        marker: str | None = None
+        while True:
+            page = self._client._list_parts(
+                self.bucket, key, handle, max_parts=_LIST_PARTS_PAGE, part_number_marker=marker
+            )
+            for listed in page.parts:
+                stored[listed.part_number, listed.etag.strip('"').lower()] = listed.size
+            marker = page.next_part_number_marker
+            if not page.is_truncated or not marker or int(marker) >= parts[-1].number:
+                break
+        for part in parts:
+            etag = part.etag.strip('"').lower()
+            if (part.number, etag) not in stored:
+                raise FailedPrecondition(
+                    f"part {part.number} of multipart upload {handle!r} was not stored with etag {etag!r}",
+                    reason="MULTIPART_PART_MISMATCH",
+                )
+            size = stored[part.number, etag]
+            if size is not None and size != part.size:
+                raise FailedPrecondition(
+                    f"part {part.number} of multipart upload {handle!r} holds {size} bytes, not {part.size}",
+                    reason="MULTIPART_PART_MISMATCH",
+                )
+
+    def _completed_earlier(self, key: str, parts: list[PartInfo]) -> ObjectInfo | None:
+        """The ObjectInfo of `key` if it looks assembled from exactly `parts`, else None."""
+        try:
+            with _translate_errors(self.bucket, key):
+                obj = self._client.stat_object(self.bucket, key)
+        except NotFound:
+            return None
+        if obj.size != sum(part.size for part in parts):
+            return None
+        # S3 servers give an assembled object the etag that its parts' etags determine, which
+        # tells it from an object of the same size written otherwise.
+        if (obj.etag or "").strip('"').lower() != multipart_etag(parts):
+            return None
+        return self._info(key, obj)
+
+    async def abort_multipart(self, key: str, handle: str) -> None:
+        check_key(key)
+        check_handle(handle)
+        await self._run(self._abort_multipart, key, handle)
+
+    def _abort_multipart(self, key: str, handle: str) -> None:
+        with contextlib.suppress(NotFound), _translate_errors(self.bucket, key, upload=handle):
+            self._client._abort_multipart_upload(self.bucket, key, handle)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._pool.shutdown, wait=True))
