@@ -1,18 +1,21 @@
 """`python -m bench`: run the benchmarks, print one table, write bench/results/<UTC timestamp>.json.
 
 A benchmark is a module with `run(options: Options) -> Section`; add it to
-BENCHMARKS to have it run here.
+BENCHMARKS to have it run here. `python -m bench upload` runs the Upload
+benchmark instead, which has options of its own (`python -m bench upload -h`).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bench import common, generate
+from bench import common, generate, upload
 from bench.common import Options, Section
 
 BENCHMARKS: dict[str, Callable[[Options], Section]] = {
@@ -29,8 +32,15 @@ def _positive(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == [upload.NAME]:
+        return _main_upload(args[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        epilog=f"python -m bench {upload.NAME} [-h] [--size-mib N] [--repeats N]: the Upload benchmark",
+    )
     parser.add_argument("--rows", type=_positive, help=f"rows of the main measurements (default {DEFAULT_ROWS:,})")
     parser.add_argument("--quick", action="store_true", help=f"a smaller run: {QUICK_ROWS:,} rows unless --rows")
     parser.add_argument("--repeats", type=_positive, default=5, help="rounds of each measurement (default 5)")
@@ -38,29 +48,84 @@ def main(argv: list[str] | None = None) -> int:
         "--only", choices=sorted(BENCHMARKS), action="append", help="run only this benchmark (repeatable)"
     )
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR, help="where the JSON file goes")
-    args = parser.parse_args(argv)
+    parsed = parser.parse_args(args)
 
-    rows = args.rows or (QUICK_ROWS if args.quick else DEFAULT_ROWS)
-    options = Options(rows=rows, repeats=args.repeats, quick=args.quick)
+    rows = parsed.rows or (QUICK_ROWS if parsed.quick else DEFAULT_ROWS)
+    options = Options(rows=rows, repeats=parsed.repeats, quick=parsed.quick)
     started = datetime.now(UTC)
     machine = common.machine_info()
     began = time.perf_counter()
-    sections = [BENCHMARKS[name](options) for name in args.only or BENCHMARKS]
+    sections = [BENCHMARKS[name](options) for name in parsed.only or BENCHMARKS]
+    return _finish(
+        sections,
+        {"rows": options.rows, "repeats": options.repeats, "quick": options.quick},
+        machine=machine,
+        started=started,
+        began=began,
+        results_dir=parsed.results_dir,
+        report=common.print_report,
+    )
+
+
+def _main_upload(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m bench {upload.NAME}", description=upload.__doc__)
+    parser.add_argument(
+        "--size-mib",
+        type=_positive,
+        default=upload.DEFAULT_SIZE_MIB,
+        help=f"size of the file in MiB (default {upload.DEFAULT_SIZE_MIB:,})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_positive,
+        default=upload.DEFAULT_REPEATS,
+        help=f"rounds of each measurement (default {upload.DEFAULT_REPEATS})",
+    )
+    parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR, help="where the JSON file goes")
+    parsed = parser.parse_args(argv)
+
+    options = upload.UploadBenchOptions(size_bytes=parsed.size_mib * common.MIB, repeats=parsed.repeats)
+    started = datetime.now(UTC)
+    machine = common.machine_info()
+    began = time.perf_counter()
+    section = upload.run(options)
+    return _finish(
+        [section],
+        options.to_json(),
+        machine=machine,
+        started=started,
+        began=began,
+        results_dir=parsed.results_dir,
+        report=lambda sections, facts: upload.print_report(sections[0], facts),
+    )
+
+
+def _finish(
+    sections: list[Section],
+    options: dict[str, Any],
+    *,
+    machine: dict[str, Any],
+    started: datetime,
+    began: float,
+    results_dir: Path,
+    report: Callable[[Sequence[Section], dict[str, Any]], None],
+) -> int:
+    """Print the report and write the JSON file."""
     for section in sections:
         machine.update(section.environment)
     machine["load_average_end"] = common.load_average()
 
-    common.print_report(sections, machine)
+    report(sections, machine)
     path = common.write_json(
         {
             "started": started.isoformat(),
             "wall_seconds": round(time.perf_counter() - began, 3),
-            "options": {"rows": options.rows, "repeats": options.repeats, "quick": options.quick},
+            "options": options,
             "machine": machine,
             "sections": [section.to_json() for section in sections],
         },
         started,
-        args.results_dir,
+        results_dir,
     )
     common.console.print(f"results written to {path}")
     return 0

@@ -19,6 +19,7 @@ This package needs only the generated `datamill.v1` stubs, never the server.
 """
 
 from client._requests import DatasetPage, JobPage, RetryPolicy, is_terminal
+from client._upload import UploadOptions
 from client.aio import AsyncClient, AsyncWatchStream
 from client.errors import (
     AbortedError,
@@ -69,6 +70,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "UploadOptions",
     "WatchStream",
     "is_terminal",
     "load_schema",

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -23,6 +25,7 @@ import grpc
 import grpc.aio
 
 from client import _requests as rq
+from client import _upload as up
 from client._requests import (
     DEFAULT_RETRY,
     DEFAULT_WATCH_RETRY,
@@ -33,6 +36,7 @@ from client._requests import (
     SchemaLike,
     WatchTracker,
 )
+from client._upload import FileSender, UploadOptions, UploadProgress
 from client.errors import DataLossError, DatamillError, UnavailableError, from_rpc_error
 from datamill.v1 import (
     dataset_service_pb2,
@@ -250,6 +254,81 @@ class AsyncClient:
         response = await self._unary(self._jobs.Export, request, safe_to_retry=True)
         return response.job
 
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        dataset_name: str,
+        *,
+        options: UploadOptions | None = None,
+        request_id: str | None = None,
+        upload_id: str | None = None,
+        on_progress: UploadProgress | None = None,
+        on_started: Callable[[str], object] | None = None,
+    ) -> job_service_pb2.UploadCompleted:
+        """Stream the file at ``path`` into the new dataset ``dataset_name``; return once it is stored.
+
+        The returned message holds the ingest job that imports the file (wait
+        for it with `wait`). A broken stream (the server restarting, a network
+        failure) is resumed from the server's committed offset, with backoff.
+
+        Args:
+            path: The file: CSV, JSON Lines or Parquet, optionally gzip- or zstd-compressed.
+            dataset_name: Name of the dataset to create.
+            options: Format, columns and parsing options; guessed from the file name by default.
+            request_id: Idempotency key; a repeat with the same key resumes or returns the same upload.
+            upload_id: Resume this earlier upload (for example after the process was killed).
+            on_progress: Called with (sent, committed, size) as bytes go out and are stored.
+            on_started: Called with the upload_id once the server has opened the upload.
+        """
+        file = Path(path)
+        sender = FileSender(file)
+        header = up.header_request(
+            file,
+            dataset_name,
+            options or UploadOptions(),
+            size=sender.size,
+            request_id=request_id or rq.new_request_id(),
+        )
+        failures = 0
+        committed_before = -1
+        while True:
+            opening = up.resume_request(upload_id) if upload_id else header
+            call = self._jobs.Upload(metadata=self._metadata)
+            try:
+                await call.write(opening)
+                started = await call.read()
+                if not isinstance(started, job_service_pb2.UploadResponse) or not started.HasField("started"):
+                    raise DataLossError("Upload: the server did not answer the header with `started`")
+                upload_id = started.started.upload_id
+                if started.started.committed_offset > committed_before:
+                    failures = 0  # progress since the last break: the retry budget starts again
+                committed_before = started.started.committed_offset
+                if on_started is not None:
+                    on_started(upload_id)
+                reader = asyncio.create_task(_upload_responses(call, sender, on_progress))
+                try:
+                    for request in sender.requests_from(started.started.committed_offset):
+                        if reader.done():
+                            break  # the server answered early (completed, or an error)
+                        await call.write(request)
+                        if on_progress is not None:
+                            on_progress(sender.sent, committed_before, sender.size)
+                    await call.done_writing()
+                except (grpc.RpcError, asyncio.InvalidStateError):
+                    pass  # the call ended; the reader has the server's last word
+                return await reader
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                if upload_id is None or not up.is_resumable(error):
+                    raise error from exc
+                failures += 1
+                delay = up.UPLOAD_RETRY.retry_delay(UnavailableError(error.message), failures, safe_to_retry=True)
+                if delay is None:
+                    raise error from exc
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay)
+
     async def get_job(self, job_id: str) -> job_pb2.Job:
         """Return the job ``job_id``. Raises `NotFoundError` if there is none."""
         request = job_service_pb2.GetJobRequest(job_id=job_id)
@@ -448,3 +527,20 @@ class AsyncClient:
                 if delay is None:
                     raise error from exc
             await asyncio.sleep(delay)
+
+
+async def _upload_responses(
+    call: grpc.aio.StreamStreamCall[job_service_pb2.UploadRequest, job_service_pb2.UploadResponse],
+    sender: FileSender,
+    on_progress: UploadProgress | None,
+) -> job_service_pb2.UploadCompleted:
+    """Read acks until `completed` (raises the call's error if it fails)."""
+    while isinstance(response := await call.read(), job_service_pb2.UploadResponse):
+        kind = response.WhichOneof("message")
+        if kind == "ack" and on_progress is not None:
+            on_progress(sender.sent, response.ack.committed_offset, sender.size)
+        elif kind == "completed":
+            if on_progress is not None:
+                on_progress(sender.size, response.completed.size_bytes, sender.size)
+            return response.completed
+    raise DataLossError("Upload: the stream ended without `completed`")

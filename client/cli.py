@@ -24,6 +24,7 @@ from rich.console import Console
 
 from client import _render as render
 from client._requests import enum_choices, is_terminal
+from client._upload import UploadOptions
 from client.errors import DatamillError
 from client.schema_file import SchemaError, load_schema, parse_schema
 from client.sync import Client
@@ -312,6 +313,109 @@ def export(
             total=job.export.size_bytes,
         )
     if wait or output is not None:
+        raise click.exceptions.Exit(_job_exit_code([job]))
+
+
+_UPLOAD_FORMATS = ["csv", "jsonl", "parquet"]
+_UPLOAD_TYPES = ["boolean", "integer", "float", "text", "uuid", "date", "time", "timestamp", "json"]
+
+
+def _parse_column(value: str) -> tuple[str, str, bool]:
+    """NAME:TYPE, or NAME:TYPE! for a column that may not be NULL."""
+    name, sep, kind = value.partition(":")
+    nullable = not kind.endswith("!")
+    kind = kind.removesuffix("!")
+    if not sep or not name or kind not in _UPLOAD_TYPES:
+        raise click.BadParameter(f"{value!r}: expected NAME:TYPE with TYPE one of {', '.join(_UPLOAD_TYPES)}")
+    return name, kind, nullable
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dataset", "dataset_name", required=True, help="Name of the dataset to create.")
+@click.option(
+    "--format", "file_format", type=click.Choice(_UPLOAD_FORMATS, case_sensitive=False), help="Default: from the name."
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip", "zstd"], case_sensitive=False),
+    help="Whole-file compression; detected by the server when omitted.",
+)
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    help="NAME:TYPE (TYPE! for NOT NULL), in file order; repeat for each. Default: inferred by the server.",
+)
+@click.option("--delimiter", default="", help="CSV delimiter (default ',', or tab for .tsv).")
+@click.option("--no-header", is_flag=True, help="The CSV's first line is data, not column names.")
+@click.option("--quote", default="", help="CSV quote character (default '\"').")
+@click.option("--encoding", default="", help="Text encoding of the file (default utf-8).")
+@click.option("--skip-malformed-rows", is_flag=True, help="Skip and count rows that cannot be imported.")
+@click.option("--request-id", help="Idempotency key: repeating it resumes or returns the same upload.")
+@click.option("--resume", "upload_id", help="Resume this upload (its id is printed when an upload starts).")
+@click.option("--no-wait", is_flag=True, help="Return once the file is stored, without waiting for the import.")
+@pass_settings
+def upload(
+    settings: _Settings,
+    *,
+    file: Path,
+    dataset_name: str,
+    file_format: str | None,
+    compression: str | None,
+    columns: tuple[str, ...],
+    delimiter: str,
+    no_header: bool,
+    quote: str,
+    encoding: str,
+    skip_malformed_rows: bool,
+    request_id: str | None,
+    upload_id: str | None,
+    no_wait: bool,
+) -> None:
+    """Upload FILE (CSV, JSON Lines or Parquet, maybe .gz or .zst) and import it as a new dataset.
+
+    The bytes are checked by SHA-256 on the server. A broken connection is
+    resumed by itself; after the process was stopped, `--resume UPLOAD_ID`
+    continues where the server's stored bytes end.
+    """
+    options = UploadOptions(
+        format=file_format,
+        compression=compression,
+        columns=[_parse_column(c) for c in columns],
+        delimiter=delimiter,
+        header=False if no_header else None,
+        quote=quote,
+        encoding=encoding,
+        skip_malformed_rows=skip_malformed_rows,
+    )
+    client = settings.client()
+    with render.download_progress(settings.err, enabled=not settings.json_output) as progress:
+        task = progress.add_task(f"upload {file.name}", total=file.stat().st_size or None)
+
+        def started(new_id: str) -> None:
+            progress.console.print(f"upload_id {new_id} (resume with --resume {new_id})", style="dim")
+
+        def advance(sent: int, committed: int, size: int) -> None:
+            progress.update(task, completed=sent)
+
+        try:
+            completed = client.upload(
+                file,
+                dataset_name,
+                options=options,
+                request_id=request_id,
+                upload_id=upload_id,
+                on_progress=advance,
+                on_started=started,
+            )
+        except ValueError as exc:  # the format could not be guessed
+            raise click.UsageError(str(exc)) from exc
+    job = completed.job
+    if not no_wait:
+        job = _wait(settings, job)
+    settings.show_job(job)
+    if not no_wait:
         raise click.exceptions.Exit(_job_exit_code([job]))
 
 

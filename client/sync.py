@@ -10,16 +10,19 @@ both build their requests and follow their watches with `client._requests`.
 
 from __future__ import annotations
 
+import os
 import queue
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
 import grpc
 
 from client import _requests as rq
+from client import _upload as up
 from client._requests import (
     DEFAULT_RETRY,
     DEFAULT_WATCH_RETRY,
@@ -30,6 +33,7 @@ from client._requests import (
     SchemaLike,
     WatchTracker,
 )
+from client._upload import FileSender, UploadOptions, UploadProgress
 from client.errors import DataLossError, DatamillError, UnavailableError, from_rpc_error
 from datamill.v1 import (
     dataset_service_pb2,
@@ -194,6 +198,74 @@ class Client:
             sql_options=sql_options,
         )
         return self._unary(self._jobs.Export, request, safe_to_retry=True).job
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        dataset_name: str,
+        *,
+        options: UploadOptions | None = None,
+        request_id: str | None = None,
+        upload_id: str | None = None,
+        on_progress: UploadProgress | None = None,
+        on_started: Callable[[str], object] | None = None,
+    ) -> job_service_pb2.UploadCompleted:
+        """Stream a file into a new dataset, resuming after broken streams; see `AsyncClient.upload`."""
+        file = Path(path)
+        sender = FileSender(file)
+        header = up.header_request(
+            file,
+            dataset_name,
+            options or UploadOptions(),
+            size=sender.size,
+            request_id=request_id or rq.new_request_id(),
+        )
+        failures = 0
+        committed_before = -1
+        while True:
+            opening = up.resume_request(upload_id) if upload_id else header
+            # gRPC pulls the requests in its own thread: the chunks wait for `started` to say where to begin.
+            start_at: queue.Queue[int | None] = queue.Queue()
+
+            def requests(
+                opening: job_service_pb2.UploadRequest = opening, start_at: queue.Queue[int | None] = start_at
+            ) -> Iterator[job_service_pb2.UploadRequest]:
+                yield opening
+                offset = start_at.get()
+                if offset is not None:
+                    yield from sender.requests_from(offset)
+
+            responses = self._jobs.Upload(requests(), metadata=self._metadata)
+            try:
+                for response in responses:
+                    kind = response.WhichOneof("message")
+                    if kind == "started":
+                        upload_id = response.started.upload_id
+                        if response.started.committed_offset > committed_before:
+                            failures = 0  # progress since the last break: the retry budget starts again
+                        committed_before = response.started.committed_offset
+                        if on_started is not None:
+                            on_started(upload_id)
+                        start_at.put(committed_before)
+                    elif kind == "ack" and on_progress is not None:
+                        on_progress(sender.sent, response.ack.committed_offset, sender.size)
+                    elif kind == "completed":
+                        if on_progress is not None:
+                            on_progress(sender.size, response.completed.size_bytes, sender.size)
+                        return response.completed
+                raise DataLossError("Upload: the stream ended without `completed`")
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                if upload_id is None or not up.is_resumable(error):
+                    raise error from exc
+                failures += 1
+                delay = up.UPLOAD_RETRY.retry_delay(UnavailableError(error.message), failures, safe_to_retry=True)
+                if delay is None:
+                    raise error from exc
+            finally:
+                start_at.put(None)
+                responses.cancel()
+            time.sleep(delay)
 
     def get_job(self, job_id: str) -> job_pb2.Job:
         """Return the job ``job_id``. Raises `NotFoundError` if there is none."""

@@ -31,9 +31,11 @@ from server.core.events import EventHub
 from server.core.jobs import JobDomain
 from server.core.logging import configure_logging
 from server.core.migrate import apply_migrations
+from server.core.objects import open_object_store
 from server.core.settings import Settings, load_settings
 from server.core.store import JobStore
 from server.core.sweeper import Sweeper
+from server.core.uploads import UploadDomain, UploadStore
 from worker.broker import TaskiqDispatcher, make_broker
 
 log = structlog.get_logger(__name__)
@@ -78,6 +80,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     store = JobStore(pool)
     hub = EventHub(settings.database_url)
     domain = JobDomain(store, dispatcher, settings)
+    objects = open_object_store(settings)
+    uploads = UploadDomain(UploadStore(store), domain, objects, settings)
 
     async def migrations_done() -> None:
         if not migrated.is_set():
@@ -93,6 +97,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             ("postgres", store.ping),
             ("redis", dispatcher.ping),
             ("listener", hub_connected),
+            ("objects", objects.ensure_ready),
         ],
         interval=settings.health_interval_seconds,
     )
@@ -105,7 +110,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         ],
     )
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(domain, hub, keepalive_seconds=settings.watch_keepalive_seconds), server
+        JobServicer(domain, uploads, hub, keepalive_seconds=settings.watch_keepalive_seconds), server
     )
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(domain), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
@@ -129,7 +134,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     tasks = [
         asyncio.create_task(_migrate_when_reachable(settings.database_url, migrated), name="migrate"),
         asyncio.create_task(hub.run(), name="event-hub"),
-        asyncio.create_task(Sweeper(store, dispatcher, settings).run(), name="sweeper"),
+        asyncio.create_task(
+            Sweeper(store, dispatcher, settings, uploads=uploads.store, objects=objects).run(migrated),
+            name="sweeper",
+        ),
         asyncio.create_task(health.run(), name="health"),
     ]
     try:
@@ -145,6 +153,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await dispatcher.close()
+        await objects.close()
         await pool.close()
         log.info("server_stopped")
 

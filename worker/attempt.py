@@ -38,6 +38,15 @@ class Attempt:
         ):
             self.cancel_requested = True
 
+    async def dataset_table(self) -> str:
+        """The name of the table of the dataset this job builds."""
+        async with self.store.transaction() as conn:
+            cur = await conn.execute("SELECT table_name FROM datasets WHERE id = %s", (self.job.dataset_id,))
+            row = await cur.fetchone()
+        if row is None:
+            raise RuntimeError(f"dataset {self.job.dataset_id} of job {self.job.id} is missing")
+        return str(row["table_name"] if isinstance(row, dict) else row[0])
+
     async def succeed(self, conn: psycopg.AsyncConnection[Any], *, result: dict[str, Any], done: int) -> JobRow:
         return await self.store.finish(
             conn, self.job.id, self.lease_token, state=JobState.SUCCEEDED, result=result, done=done

@@ -15,10 +15,13 @@ from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 
 from server.core.logging import configure_logging
 from server.core.models import JobKind
+from server.core.objects import open_object_store
 from server.core.settings import load_settings
 from server.core.store import JobStore, open_pool
+from worker.attempt import JobBody
 from worker.broker import RUN_JOB_TASK, make_broker
 from worker.jobs.generate import GenerateJob
+from worker.jobs.ingest import IngestJob
 from worker.runner import JobRunner
 
 settings = load_settings()
@@ -31,14 +34,21 @@ async def _startup(state: TaskiqState) -> None:
     configure_logging(settings.log_level, settings.log_format.value)
     pool = await open_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="datamill-worker")
     store = JobStore(pool)
-    state.pool = pool
-    state.runner = JobRunner(store, settings, {JobKind.GENERATE: GenerateJob(), JobKind.GENERATE_SHARD: GenerateJob()})
+    objects = open_object_store(settings)
+    state.pool, state.objects = pool, objects
+    bodies: dict[JobKind, JobBody] = {
+        JobKind.GENERATE: GenerateJob(),
+        JobKind.GENERATE_SHARD: GenerateJob(),
+        JobKind.INGEST: IngestJob(objects),
+    }
+    state.runner = JobRunner(store, settings, bodies)
     log.info("worker_started", queue=settings.queue_name)
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def _shutdown(state: TaskiqState) -> None:
     await state.runner.release_all()
+    await state.objects.close()
     await state.pool.close()
     log.info("worker_stopped")
 

@@ -234,6 +234,7 @@ class IngestResult(_message.Message):
     DATASET_NAME_FIELD_NUMBER: _builtins.int
     ROW_COUNT_FIELD_NUMBER: _builtins.int
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    SKIPPED_ROWS_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset that now holds the imported rows."""
     dataset_name: _builtins.str
@@ -242,6 +243,8 @@ class IngestResult(_message.Message):
     """Rows imported."""
     upload_id: _builtins.str
     """The upload that was imported."""
+    skipped_rows: _builtins.int
+    """Malformed rows skipped (only with UploadHeader.skip_malformed_rows)."""
     def __init__(
         self,
         *,
@@ -249,10 +252,11 @@ class IngestResult(_message.Message):
         dataset_name: _builtins.str = ...,
         row_count: _builtins.int = ...,
         upload_id: _builtins.str = ...,
+        skipped_rows: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "dataset_name", b"dataset_name", "row_count", b"row_count", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "dataset_name", b"dataset_name", "row_count", b"row_count", "skipped_rows", b"skipped_rows", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

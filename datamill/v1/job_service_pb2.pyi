@@ -224,6 +224,7 @@ class UploadHeader(_message.Message):
     COLUMNS_FIELD_NUMBER: _builtins.int
     CSV_OPTIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SKIP_MALFORMED_ROWS_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     """Set to resume an earlier upload (from UploadStarted.upload_id); leave
     empty to start a new one. When set, the other fields must match the
@@ -244,7 +245,16 @@ class UploadHeader(_message.Message):
     dataset_name: _builtins.str
     """Name of the dataset to create from the file."""
     request_id: _builtins.str
-    """Optional idempotency key (AIP-155) for the whole upload."""
+    """Optional idempotency key (AIP-155) for the whole upload. A new stream
+    whose header repeats the key of an unfinished upload resumes it, as if it
+    named its upload_id; reusing the key for a different header gives
+    ALREADY_EXISTS.
+    """
+    skip_malformed_rows: _builtins.bool
+    """Skip rows that cannot be imported (wrong field count, a value that does
+    not fit its column) and count them in IngestResult.skipped_rows, instead
+    of failing the ingest job at the first one.
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_schema_pb2.Column]:
         """Column names and types; inferred from the file when empty."""
@@ -266,10 +276,11 @@ class UploadHeader(_message.Message):
         columns: _abc.Iterable[_schema_pb2.Column] | None = ...,
         csv_options: Global___CsvOptions | None = ...,
         request_id: _builtins.str = ...,
+        skip_malformed_rows: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_total_size", b"_total_size", "csv_options", b"csv_options", "total_size", b"total_size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_total_size", b"_total_size", "columns", b"columns", "compression", b"compression", "csv_options", b"csv_options", "dataset_name", b"dataset_name", "expected_sha256", b"expected_sha256", "file_name", b"file_name", "format", b"format", "request_id", b"request_id", "total_size", b"total_size", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_total_size", b"_total_size", "columns", b"columns", "compression", b"compression", "csv_options", b"csv_options", "dataset_name", b"dataset_name", "expected_sha256", b"expected_sha256", "file_name", b"file_name", "format", b"format", "request_id", b"request_id", "skip_malformed_rows", b"skip_malformed_rows", "total_size", b"total_size", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__total_size: _TypeAlias = _typing.Literal["total_size"]  # noqa: Y015
     _WhichOneofArgType__total_size: _TypeAlias = _typing.Literal["_total_size", b"_total_size"]  # noqa: Y015
@@ -287,11 +298,13 @@ class UploadChunk(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     write_offset: _builtins.int
     """Offset of data[0] in the file. Must equal the committed offset plus the
-    bytes sent since; anything else gives OUT_OF_RANGE with the committed
-    offset in the error details.
+    bytes sent since; anything else gives OUT_OF_RANGE, with the committed
+    offset in the ErrorInfo metadata ("committed_offset"). Bytes sent after
+    the committed offset and not yet acked are lost when a stream breaks:
+    resume from the committed offset.
     """
     data: _builtins.bytes
-    """At most 1 MiB."""
+    """1 byte to 1 MiB."""
     def __init__(
         self,
         *,

@@ -6,10 +6,11 @@ from datetime import datetime
 
 from google.protobuf import json_format, timestamp_pb2
 
-from datamill.v1 import job_pb2, schema_pb2
+from datamill.v1 import job_pb2, job_service_pb2, schema_pb2
 from server.api.errors import stored_error_to_status
 from server.core.models import DatasetRow, EventRow, JobKind, JobRow, JobState
 from server.core.schema import FieldSpec, SchemaSpec
+from server.core.uploads import CsvSpec, UploadColumn, UploadHeaderSpec
 
 _RESULT_FIELDS = {
     JobKind.GENERATE: ("generate", job_pb2.GenerateResult),
@@ -118,4 +119,40 @@ def schema_spec(message: schema_pb2.Schema) -> SchemaSpec:
         rows=message.rows,
         seed=message.seed if message.HasField("seed") else None,
         locale=message.locale,
+    )
+
+
+_FORMATS = {
+    job_service_pb2.FILE_FORMAT_CSV: "csv",
+    job_service_pb2.FILE_FORMAT_JSONL: "jsonl",
+    job_service_pb2.FILE_FORMAT_PARQUET: "parquet",
+    job_service_pb2.FILE_FORMAT_SQL: "sql",
+}
+_COMPRESSIONS = {
+    job_service_pb2.COMPRESSION_NONE: "none",
+    job_service_pb2.COMPRESSION_GZIP: "gzip",
+    job_service_pb2.COMPRESSION_ZSTD: "zstd",
+}
+
+
+def upload_header(message: job_service_pb2.UploadHeader) -> UploadHeaderSpec:
+    """The header as the client sent it; validation happens in the core."""
+    csv = message.csv_options
+    return UploadHeaderSpec(
+        upload_id=message.upload_id,
+        file_name=message.file_name,
+        format=_FORMATS.get(message.format, ""),
+        compression=_COMPRESSIONS.get(message.compression, ""),
+        total_size=message.total_size if message.HasField("total_size") else None,
+        expected_sha256=message.expected_sha256,
+        dataset_name=message.dataset_name,
+        columns=tuple(UploadColumn(name=c.name, type=c.type, nullable=c.nullable) for c in message.columns),
+        csv=CsvSpec(
+            delimiter=csv.delimiter,
+            header=csv.header if csv.HasField("header") else None,
+            quote=csv.quote,
+            encoding=csv.encoding,
+        ),
+        request_id=message.request_id,
+        skip_malformed_rows=message.skip_malformed_rows,
     )

@@ -14,10 +14,11 @@ from datamill.v1 import job_service_pb2_grpc
 from server.api import convert
 from server.api.context import tenant_of
 from server.api.errors import stream, to_status, unary
-from server.core.errors import Unimplemented
+from server.core.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from server.core.events import EventHub
 from server.core.jobs import JobDomain
 from server.core.models import EventRow
+from server.core.uploads import Completed, UploadDomain, UploadSession
 from server.core.watch import Ended, EndReason, Keepalive, Subscribed, WatchMessage, WatchSession
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -30,8 +31,9 @@ _END_REASONS = {
 
 
 class JobServicer(job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, domain: JobDomain, hub: EventHub, *, keepalive_seconds: float) -> None:
+    def __init__(self, domain: JobDomain, uploads: UploadDomain, hub: EventHub, *, keepalive_seconds: float) -> None:
         self._domain = domain
+        self._uploads = uploads
         self._hub = hub
         self._keepalive = keepalive_seconds
 
@@ -49,8 +51,32 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def Upload(
         self, request_iterator: AsyncIterator[pb.UploadRequest], context: Ctx
     ) -> AsyncIterator[pb.UploadResponse]:
-        raise Unimplemented("Upload is not available yet")
-        yield  # pragma: no cover  # makes this an async generator
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("message") != "header":
+            raise InvalidArgument.single("header", "the first message of an Upload must be its header")
+        session = await self._uploads.open(tenant_of(context), convert.upload_header(first.header))
+        # Acks are sent as parts commit, while chunks keep arriving: the reader runs
+        # beside this generator and hands it every response, error or end.
+        out: asyncio.Queue[pb.UploadResponse | Exception | None] = asyncio.Queue()
+        session.on_commit = lambda offset: out.put_nowait(pb.UploadResponse(ack=pb.UploadAck(committed_offset=offset)))
+        reader = asyncio.create_task(_read_upload(requests, session, out), name=f"upload-{session.upload_id}")
+        try:
+            yield pb.UploadResponse(
+                started=pb.UploadStarted(upload_id=str(session.upload_id), committed_offset=session.committed_offset)
+            )
+            if session.completed is not None:  # resumed after it was already committed
+                reader.cancel()
+                yield _upload_completed(session.completed)
+                return
+            while (item := await out.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await session.close()
 
     @unary
     async def Export(self, request: pb.ExportRequest, context: Ctx) -> pb.ExportResponse:
@@ -102,6 +128,44 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             await session.close()
+
+
+async def _read_upload(
+    requests: AsyncIterator[pb.UploadRequest],
+    session: UploadSession,
+    out: asyncio.Queue[pb.UploadResponse | Exception | None],
+) -> None:
+    try:
+        async for request in requests:
+            kind = request.WhichOneof("message")
+            if kind == "chunk":
+                await session.write(request.chunk.write_offset, request.chunk.data)
+            elif kind == "finish":
+                completed = await session.finish(request.finish.total_size, request.finish.sha256)
+                out.put_nowait(_upload_completed(completed))
+                out.put_nowait(None)
+                return
+            else:
+                raise InvalidArgument.single(kind or "message", "only the first message of an Upload is a header")
+        # A client that is cancelled can look like one that ended its stream (PITFALLS.md):
+        # only `finish` commits. Whoever is still listening learns where to resume.
+        raise FailedPrecondition(
+            "the stream ended without `finish`; resume the upload from its committed offset",
+            reason="UPLOAD_NOT_FINISHED",
+            metadata={"upload_id": str(session.upload_id), "committed_offset": str(session.committed_offset)},
+        )
+    except Exception as exc:  # noqa: BLE001  # handed to the generator, which turns it into the status
+        out.put_nowait(exc)
+
+
+def _upload_completed(completed: Completed) -> pb.UploadResponse:
+    upload = completed.upload
+    message = pb.UploadCompleted(
+        upload_id=str(upload.id), size_bytes=upload.size_bytes or 0, sha256=upload.sha256 or ""
+    )
+    if completed.job is not None:
+        message.job.CopyFrom(convert.job(completed.job))
+    return pb.UploadResponse(completed=message)
 
 
 def _watch_response(message: WatchMessage) -> pb.WatchJobResponse:

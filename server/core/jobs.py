@@ -160,11 +160,12 @@ class JobDomain:
         job, created = await self.store.create_job(new, dataset)
         if created:
             for job_id in await self.store.shard_ids(job.id) if job.shard_count else [job.id]:
-                await self._dispatch(job_id)
+                await self.dispatch(job_id)
             log.info("job_created", job_id=str(job.id), kind=job.kind.value, rows=spec.rows, shards=len(ranges))
         return job, created
 
-    async def _dispatch(self, job_id: uuid.UUID) -> None:
+    async def dispatch(self, job_id: uuid.UUID) -> None:
+        """Hand a stored job to the queue; if that fails, the sweeper hands it off later."""
         try:
             await self.dispatcher.dispatch(job_id)
         except Exception:  # the job is stored; the sweeper will hand it off again

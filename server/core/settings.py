@@ -90,6 +90,20 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="S3 region (also lets presigning work offline).")
     s3_secure: bool = Field(False, description="Use HTTPS for S3.")
 
+    # Upload
+    max_upload_bytes: int = Field(
+        100 * 1024**3, ge=1, description="Largest file one Upload may send (RESOURCE_EXHAUSTED beyond it)."
+    )
+    upload_part_bytes: int = Field(
+        8 * 1024**2,
+        ge=5 * 1024**2,
+        le=5 * 1024**3,
+        description="Smallest multipart part; larger files get larger parts (at most 10,000 parts).",
+    )
+    upload_ttl_seconds: PositiveSeconds = Field(
+        86_400.0, description="An unfinished upload untouched this long is aborted and its parts deleted."
+    )
+
     # Logs
     log_level: str = Field("info", pattern="(?i)^(debug|info|warning|error)$", description="Log level.")
     log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")

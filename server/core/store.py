@@ -109,38 +109,8 @@ class JobStore:
         A repeated request_id returns the stored job with created=False; the
         same request_id for a different request raises AlreadyExists.
         """
-        job_id = uuid.uuid4()
-        dataset_id = dataset.id if dataset else new.dataset_id
         async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(query("insert_job"), _job_params(job_id, new, dataset_id, parent_id=None))
-            row = await cur.fetchone()
-            if row is None:  # the request_id is taken
-                cur = await conn.execute(
-                    query("get_job_by_request_id"), {"tenant": new.tenant, "request_id": new.request_id}
-                )
-                existing = JobRow.from_row(await _one(cur))
-                if existing.request_hash != new.request_hash:
-                    raise AlreadyExists(
-                        "request_id was already used for a different request",
-                        reason="REQUEST_ID_REUSED",
-                        metadata={"request_id": new.request_id or "", "job_id": str(existing.id)},
-                    )
-                return existing, False
-            if dataset is not None:
-                await conn.execute(
-                    query("insert_dataset"),
-                    {
-                        "id": dataset.id,
-                        "tenant": new.tenant,
-                        "name": dataset.name,
-                        "table_name": dataset.table_name,
-                        "columns": Jsonb(dataset.columns),
-                        "job_id": job_id,
-                    },
-                )
-            for shard in new.shards:
-                await conn.execute(query("insert_job"), _job_params(uuid.uuid4(), shard, dataset_id, parent_id=job_id))
-            return JobRow.from_row(row), True
+            return await insert_job(conn, new, dataset)
 
     async def shard_ids(self, parent_id: uuid.UUID) -> list[uuid.UUID]:
         async with self._conn() as conn:
@@ -498,3 +468,38 @@ async def _one(cur: psycopg.AsyncCursor[Any]) -> Any:
     if row is None:  # pragma: no cover - guarded by the queries' own conditions
         raise RuntimeError("expected a row")
     return row
+
+
+async def insert_job(
+    conn: psycopg.AsyncConnection[Any], new: NewJob, dataset: NewDataset | None = None
+) -> tuple[JobRow, bool]:
+    """`JobStore.create_job` in the caller's transaction (also used to create an upload's ingest job)."""
+    job_id = uuid.uuid4()
+    dataset_id = dataset.id if dataset else new.dataset_id
+    cur = await conn.execute(query("insert_job"), _job_params(job_id, new, dataset_id, parent_id=None))
+    row = await cur.fetchone()
+    if row is None:  # the request_id is taken
+        cur = await conn.execute(query("get_job_by_request_id"), {"tenant": new.tenant, "request_id": new.request_id})
+        existing = JobRow.from_row(await _one(cur))
+        if existing.request_hash != new.request_hash:
+            raise AlreadyExists(
+                "request_id was already used for a different request",
+                reason="REQUEST_ID_REUSED",
+                metadata={"request_id": new.request_id or "", "job_id": str(existing.id)},
+            )
+        return existing, False
+    if dataset is not None:
+        await conn.execute(
+            query("insert_dataset"),
+            {
+                "id": dataset.id,
+                "tenant": new.tenant,
+                "name": dataset.name,
+                "table_name": dataset.table_name,
+                "columns": Jsonb(dataset.columns),
+                "job_id": job_id,
+            },
+        )
+    for shard in new.shards:
+        await conn.execute(query("insert_job"), _job_params(uuid.uuid4(), shard, dataset_id, parent_id=job_id))
+    return JobRow.from_row(row), True

@@ -3,7 +3,9 @@
 Each round it (1) requeues RUNNING jobs whose lease expired, with backoff, or
 fails them after max_attempts, and (2) dispatches QUEUED jobs that are due and
 were never handed off, or whose hand-off is older than `redispatch_after`.
-Rows are taken with SKIP LOCKED, so any number of server replicas may sweep.
+It also (3) aborts uploads left unfinished past their TTL, in the object store
+and in the database. Rows are taken with SKIP LOCKED, so any number of server
+replicas may sweep.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import structlog
 
 from server.core.dispatch import Dispatcher
 from server.core.errors import DatamillError
+from server.core.objects import ObjectStore
 from server.core.retry import backoff_seconds
 from server.core.settings import Settings
 from server.core.store import JobStore
+from server.core.uploads import UploadStore
 
 log = structlog.get_logger(__name__)
 
@@ -25,15 +29,28 @@ BATCH = 200
 
 
 class Sweeper:
-    def __init__(self, store: JobStore, dispatcher: Dispatcher, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        *,
+        uploads: UploadStore | None = None,
+        objects: ObjectStore | None = None,
+    ) -> None:
         self._store = store
+        self._uploads = uploads
+        self._objects = objects
         self._dispatcher = dispatcher
         self._settings = settings
         self._backoff = functools.partial(
             backoff_seconds, base=settings.retry_backoff_base_seconds, cap=settings.retry_backoff_max_seconds
         )
 
-    async def run(self) -> None:
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Sweep every interval until cancelled, starting once `ready` is set (the schema is migrated)."""
+        if ready is not None:
+            await ready.wait()
         while True:
             try:
                 await self.sweep_once()
@@ -57,4 +74,6 @@ class Sweeper:
                 await self._store.mark_undispatched(job_id)
         if due:
             log.info("jobs_dispatched_by_sweeper", count=len(due))
+        if self._uploads is not None and self._objects is not None:
+            await self._uploads.expire(self._objects, limit=BATCH)
         return len(changed), len(due)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,8 +18,10 @@ from server.api.job_servicer import JobServicer
 from server.core.events import EventHub
 from server.core.jobs import JobDomain
 from server.core.models import JobKind, NewJob, ProgressUnit
+from server.core.objects import LocalObjectStore
 from server.core.settings import Settings
 from server.core.store import JobStore, open_pool
+from server.core.uploads import UploadDomain, UploadStore
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +35,7 @@ class _NoDispatch:
 
 
 @pytest.fixture
-async def served(pg_conninfo: str) -> AsyncIterator[tuple[str, EventHub, JobStore]]:
+async def served(pg_conninfo: str, tmp_path: Path) -> AsyncIterator[tuple[str, EventHub, JobStore]]:
     pool = await open_pool(pg_conninfo, min_size=1, max_size=4, name="test")
     store = JobStore(pool)
     hub = EventHub(pg_conninfo)
@@ -41,7 +44,15 @@ async def served(pg_conninfo: str) -> AsyncIterator[tuple[str, EventHub, JobStor
     settings = Settings(database_url=pg_conninfo, redis_url="redis://unused")
     server = grpc.aio.server()
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(JobDomain(store, _NoDispatch(), settings), hub, keepalive_seconds=0.2), server
+        JobServicer(
+            JobDomain(store, _NoDispatch(), settings),
+            UploadDomain(
+                UploadStore(store), JobDomain(store, _NoDispatch(), settings), LocalObjectStore(tmp_path), settings
+            ),
+            hub,
+            keepalive_seconds=0.2,
+        ),
+        server,
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

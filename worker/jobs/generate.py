@@ -66,7 +66,7 @@ class GenerateJob:
         chunk_rows = int(job.spec["chunk_rows"])
         first_row = int(job.spec.get("start_row", 0))
         total = int(job.spec.get("row_count", spec.rows))  # this job's rows: all, or its shard's
-        table = await self._table_name(attempt)
+        table = await attempt.dataset_table()
         cols = columns(spec)
         create = create_table_sql(DATASET_SCHEMA, table, cols, if_not_exists=True)
         copy = copy_sql(DATASET_SCHEMA, table, cols)
@@ -140,15 +140,6 @@ class GenerateJob:
             await stop_parent(conn, job.parent_id, error, shard_id=job.id)
         elif job.dataset_id is not None:
             await drop_pending_dataset(conn, job.dataset_id)
-
-    @staticmethod
-    async def _table_name(attempt: Attempt) -> str:
-        async with attempt.store.transaction() as conn:
-            cur = await conn.execute("SELECT table_name FROM datasets WHERE id = %s", (attempt.job.dataset_id,))
-            row = await cur.fetchone()
-        if row is None:
-            raise RuntimeError(f"dataset {attempt.job.dataset_id} of job {attempt.job.id} is missing")
-        return str(row["table_name"] if isinstance(row, dict) else row[0])
 
 
 class _Batches:

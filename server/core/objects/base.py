@@ -204,7 +204,7 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    async def upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+    async def upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
         """Store `data` durably as part `number` of the upload and describe it.
 
         Uploading the same number again replaces the part (the caller completes

@@ -315,13 +315,13 @@ class LocalObjectStore(ObjectStore):
             raise NotFound("multipart upload", handle)
         return directory, str(record.get("content_type") or _DEFAULT_CONTENT_TYPE)
 
-    async def upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+    async def upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
         check_key(key)
         check_handle(handle)
         check_part_number(number)
         return await run_in_slot(self._uploads, self._pool, self._upload_part, key, handle, number, data)
 
-    def _upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+    def _upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
         directory, _ = self._open_upload(key, handle)
         tmp = directory / f".{number}.{uuid.uuid4().hex}.tmp"
         try:

@@ -318,15 +318,16 @@ class S3ObjectStore(ObjectStore):
             upload_id: str = self._client._create_multipart_upload(self.bucket, key, {"Content-Type": content_type})
         return upload_id
 
-    async def upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+    async def upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
         check_key(key)
         check_handle(handle)
         check_part_number(number)
         return await run_in_slot(self._uploads, self._pool, self._upload_part, key, handle, number, data)
 
-    def _upload_part(self, key: str, handle: str, number: int, data: bytes) -> PartInfo:
+    def _upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
         with _translate_errors(self.bucket, key, upload=handle):
-            etag: str = self._client._upload_part(self.bucket, key, data, None, handle, number)
+            # minio hashes and sends any bytes-like body; its annotation says bytes only.
+            etag: str = self._client._upload_part(self.bucket, key, cast(bytes, data), None, handle, number)
         return PartInfo(number=number, size=len(data), etag=etag)
 
     async def complete_multipart(self, key: str, handle: str, parts: Sequence[PartInfo]) -> ObjectInfo:
