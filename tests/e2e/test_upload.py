@@ -549,3 +549,23 @@ def test_abandoned_uploads_are_aborted_after_their_ttl(
         again.send(header=job_service_pb2.UploadHeader(upload_id=started.upload_id))
         err, _ = again.error()
     assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_async_client_uploads_and_resumes_by_request_id(stack: Stack, tmp_path: Path) -> None:
+    from client import AsyncClient  # noqa: PLC0415
+
+    records = _records(50)
+    path = tmp_path / "async.jsonl"
+    path.write_bytes(_jsonl_bytes(records))
+    progress: list[tuple[int, int, int]] = []
+    async with await AsyncClient.connect(stack.target) as client:
+        completed = await client.upload(
+            path, "from_async", request_id="async-1", on_progress=lambda *p: progress.append(p)
+        )
+        again = await client.upload(path, "from_async", request_id="async-1")
+        job = await client.wait(completed.job.id)
+    assert again.upload_id == completed.upload_id and again.job.id == completed.job.id
+    assert completed.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert progress[-1] == (path.stat().st_size, path.stat().st_size, path.stat().st_size)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
+    assert _rows(stack, "from_async") == _expected(records)
