@@ -39,7 +39,7 @@ def _reset_peak(pid: int) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         found.extend(int(c) for c in (task / "children").read_text().split())
     return found

@@ -60,6 +60,7 @@ import json
 import re
 import threading
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -533,29 +534,36 @@ class _EndsWithNewline(_Stream):
         return b"".join(parts)
 
 
-class _Throttle(_Stream):
-    """Holds back pyarrow's streaming CSV reader, which reads up to 32 blocks ahead on an I/O thread
-    (ARROW-12090: not configurable), so that memory stays within a few blocks.
+class _Feeder(_Stream):
+    """Feeds pyarrow's streaming CSV reader, which reads up to 32 blocks ahead on an I/O thread
+    (ARROW-12090: not configurable), from the consumer's thread.
 
-    The reader makes about one batch per block, so its I/O thread may read `ahead` blocks beyond the
-    batches handed over. A batch can need more (records about as long as a block): when the consumer has
-    waited for one a moment, a read goes through anyway. The count is cumulative, so such a read is paid
-    back by the next batches and the read-ahead does not grow.
+    Before each batch the consumer reads blocks from the file until `ahead` blocks are read beyond the
+    batches handed over (the reader makes about one batch per block); the I/O thread only takes them.
+    So memory stays within a few blocks, and the caller's file is read by the thread that asks for
+    batches, never by pyarrow's, which a reader being dropped waits for. A batch can need more blocks
+    (records about as long as a block): when the consumer has waited for one a moment, the I/O thread
+    reads the next block itself. The count is cumulative, so such a read is paid back by the next batches.
     """
 
     _PATIENCE = 0.05  # seconds; parsing a block takes about that long
 
-    def __init__(self, raw: _Readable, ahead: int) -> None:
+    def __init__(self, raw: _Readable, block_size: int, ahead: int) -> None:
         self._raw = raw
-        self._changed = threading.Condition()
-        self._reads = 0
+        self._block_size = block_size
+        self._blocks: deque[bytes] = deque()
+        self._fetched = 0
         self._allowed = ahead
-        self._waiting_since: float | None = None
+        self._at_end = False
         self._stopped = False
+        self._waiting_since: float | None = None
+        self._changed = threading.Condition()
+        self._reading = threading.Lock()  # one reader of the file at a time, in order
 
     def read(self, size: int = -1, /) -> bytes:
+        """pyarrow's I/O thread: the next block in line."""
         with self._changed:
-            while not self._stopped and self._reads >= self._allowed:
+            while not (self._blocks or self._at_end or self._stopped):
                 if self._waiting_since is None:
                     self._changed.wait()
                     continue
@@ -563,20 +571,42 @@ class _Throttle(_Stream):
                 if left <= 0:
                     break
                 self._changed.wait(left)
-            if self._stopped:
+        if not self._stopped:
+            with self._reading:
+                if not self._blocks and not self._at_end:
+                    self._fetch()
+        with self._changed:
+            if self._stopped or not self._blocks:
                 return b""
-            self._reads += 1
-        return self._raw.read(size)
+            block = self._blocks.popleft()
+            if 0 <= size < len(block):
+                block, rest = block[:size], block[size:]
+                self._blocks.appendleft(rest)
+            return block
+
+    def _fetch(self) -> None:
+        data = self._raw.read(self._block_size)
+        with self._changed:
+            self._fetched += 1
+            if data:
+                self._blocks.append(data)
+            else:
+                self._at_end = True
+            self._changed.notify_all()
 
     def stop(self) -> None:
-        """End the stream for pyarrow's I/O thread, which a reader being dropped waits for."""
+        """Let pyarrow's I/O thread finish: every later read is the end."""
         with self._changed:
             self._stopped = True
+            self._blocks.clear()
             self._changed.notify_all()
 
     @contextlib.contextmanager
     def next_batch(self) -> Iterator[None]:
-        """Around the consumer's wait for a batch; each batch handed over allows one more block."""
+        """Around the consumer's wait for a batch: reads the blocks it allows, then lets one more."""
+        with self._reading:
+            while not self._at_end and self._fetched < self._allowed:
+                self._fetch()
         with self._changed:
             self._waiting_since = monotonic()
             self._changed.notify_all()
@@ -586,7 +616,6 @@ class _Throttle(_Stream):
             with self._changed:
                 self._waiting_since = None
                 self._allowed += 1
-                self._changed.notify_all()
 
 
 def _decoded_stream(source: _Source, options: IngestOptions, block_size: int) -> _Readable:
@@ -656,7 +685,7 @@ class _CsvEngine:
         head = sample if at_end else sample[: max(sample.rfind(b"\n"), sample.rfind(b"\r")) + 1]
         if head and head[-1:] not in (b"\n", b"\r"):
             head += b"\n"
-        self._stream = _Throttle(_EndsWithNewline(_Prefixed(sample, stream)), ahead=4)
+        self._stream = _Feeder(_EndsWithNewline(_Prefixed(sample, stream)), block_size, ahead=4)
         self._invalid: list[tuple[int, str]] = []  # (data record number, reason), in order
         self._empty = not head.strip()
         if self._empty:
@@ -720,7 +749,7 @@ class _CsvEngine:
     def chunks(self) -> Iterator[_Chunk]:
         if self._empty:
             return
-        with self._stream.next_batch(), self._source.reading("the file is not valid CSV"):
+        with self._source.reading("the file is not valid CSV"), self._stream.next_batch():
             reader = pacsv.open_csv(self._stream, **self._csv_options(self._block_size, keep_invalid=True))
         # Whatever ends this generator, the reader's I/O thread must be let go before the reader is
         # dropped, which waits for it.
@@ -729,8 +758,8 @@ class _CsvEngine:
             while True:
                 try:
                     with (
-                        self._stream.next_batch(),
                         self._source.reading(f"the file is not valid CSV after row {start - 1}"),
+                        self._stream.next_batch(),
                     ):
                         batch = reader.read_next_batch()
                 except StopIteration:
