@@ -4,8 +4,11 @@ import gzip
 import io
 import json
 import os
+import subprocess
+import sys
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -371,6 +374,10 @@ def test_compressed_csv_and_jsonl(compress: Any, explicit: bool) -> None:
     assert rows(compress(jsonl), "jsonl", compression=compression, block_size=512) == [{"a": i} for i in range(1000)]
 
 
+def test_empty_compression_means_detect() -> None:
+    assert rows(gzip.compress(b"a\n1\n"), compression="") == [{"a": 1}]
+
+
 def test_compression_none_reads_gzip_bytes_as_is() -> None:
     with pytest.raises(MalformedFile):
         read(gzip.compress(b"a\n1\n"), "jsonl", compression="none")
@@ -426,7 +433,9 @@ def all_types_table() -> pa.Table:
 
 
 def test_parquet_round_trip_of_every_type() -> None:
-    reader, table = read(parquet_bytes(all_types_table()), "parquet", block_size=64)
+    data = parquet_bytes(all_types_table())
+    reader, table = read(data, "parquet", block_size=64)
+    assert 0 < reader.bytes_read <= len(data)
     assert types_of(reader) == {
         "i8": "integer", "i32": "integer", "u32": "integer", "i64": "integer", "f32": "float", "f64": "float",
         "s": "text", "ls": "text", "dict": "text", "b": "boolean", "d": "date", "ts_naive_s": "timestamp",
@@ -733,6 +742,58 @@ def test_errors_of_the_source_are_not_malformed_files() -> None:
         reader = IngestReader(Flaky(data), IngestOptions(fmt), block_size=1024)  # type: ignore[arg-type]
         with pytest.raises(ConnectionResetError):
             list(reader.batches())
+
+
+def test_the_file_is_read_only_by_the_consuming_thread() -> None:
+    """pyarrow's CSV reader has an I/O thread; the caller's file must not be read from it (the worker's
+    file waits on its event loop, and a reader being dropped waits for that thread)."""
+    readers: set[int] = set()
+
+    class Recording(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            readers.add(threading.get_ident())
+            return super().read(size)
+
+    data = b"a,b\n" + b"".join(b"%d,row %d\n" % (i, i) for i in range(50_000))
+    for compressed in (data, gzip.compress(data)):
+        reader = IngestReader(Recording(compressed), IngestOptions("csv"), block_size=16 * 1024)
+        assert sum(batch.num_rows for batch in reader.batches()) == 50_000
+    assert readers == {threading.get_ident()}
+
+
+def test_abandoning_the_batches_midway_does_not_hang() -> None:
+    data = b"a\n" + b"1\n" * 200_000
+    done = threading.Event()
+
+    def abandon() -> None:
+        reader = IngestReader(io.BytesIO(data), IngestOptions("csv"), block_size=4096)
+        batches = reader.batches()
+        assert isinstance(batches, Generator)
+        next(batches)
+        batches.close()
+        bad = IngestReader(io.BytesIO(data + b"x\n" + data), IngestOptions("csv"), block_size=4096)
+        with pytest.raises(MalformedFile):
+            list(bad.batches())
+        done.set()
+
+    worker = threading.Thread(target=abandon, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set()
+
+
+def test_a_process_ends_cleanly_with_half_read_batches() -> None:
+    """Batches dropped unclosed (kept until exit, as by a traceback cycle) must not hang or crash the exit."""
+    script = (
+        "import io\n"
+        "from worker.engines.ingest import IngestOptions, IngestReader\n"
+        "reader = IngestReader(io.BytesIO(b'a\\n' + b'1\\n' * 1_000_000), IngestOptions('csv'), block_size=4096)\n"
+        "LEAKED = reader.batches()\n"
+        "next(LEAKED)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, timeout=60, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 def test_bytes_read_and_drain_to_the_end() -> None:

@@ -53,6 +53,7 @@ valid for COPY. Errors:
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import contextlib
 import io
@@ -60,12 +61,13 @@ import json
 import re
 import threading
 import unicodedata
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from time import monotonic
+from time import monotonic, sleep
 from typing import Any, BinaryIO, Literal, Protocol
 
 import numpy as np
@@ -285,11 +287,15 @@ class IngestReader:
         if self._started:
             raise RuntimeError("an IngestReader's batches can be read only once")
         self._started = True
-        for chunk in self._engine.chunks():
-            batch = self._settle(chunk)
-            if batch is not None and batch.num_rows:
-                self.rows += batch.num_rows
-                yield batch
+        chunks = self._engine.chunks()
+        try:
+            for chunk in chunks:
+                batch = self._settle(chunk)
+                if batch is not None and batch.num_rows:
+                    self.rows += batch.num_rows
+                    yield batch
+        finally:
+            chunks.close()  # now, not whenever a traceback holding it is collected: it holds pyarrow's I/O thread
         with self._source.reading():
             self._source.drain()
 
@@ -557,11 +563,23 @@ class _Feeder(_Stream):
         self._at_end = False
         self._stopped = False
         self._waiting_since: float | None = None
+        self._in_read = 0
         self._changed = threading.Condition()
         self._reading = threading.Lock()  # one reader of the file at a time, in order
+        _FEEDERS.add(self)
 
     def read(self, size: int = -1, /) -> bytes:
         """pyarrow's I/O thread: the next block in line."""
+        with self._changed:
+            self._in_read += 1
+        try:
+            return self._next_block(size)
+        finally:
+            with self._changed:
+                self._in_read -= 1
+                self._changed.notify_all()
+
+    def _next_block(self, size: int) -> bytes:
         with self._changed:
             while not (self._blocks or self._at_end or self._stopped):
                 if self._waiting_since is None:
@@ -571,7 +589,8 @@ class _Feeder(_Stream):
                 if left <= 0:
                     break
                 self._changed.wait(left)
-        if not self._stopped:
+            starving = not (self._blocks or self._at_end or self._stopped)
+        if starving:
             with self._reading:
                 if not self._blocks and not self._at_end:
                     self._fetch()
@@ -601,6 +620,12 @@ class _Feeder(_Stream):
             self._blocks.clear()
             self._changed.notify_all()
 
+    def wait_idle(self, deadline: float) -> None:
+        """Wait until pyarrow's I/O thread is out of `read` (or the deadline passes)."""
+        with self._changed:
+            while self._in_read and monotonic() < deadline:
+                self._changed.wait(deadline - monotonic())
+
     @contextlib.contextmanager
     def next_batch(self) -> Iterator[None]:
         """Around the consumer's wait for a batch: reads the blocks it allows, then lets one more."""
@@ -616,6 +641,24 @@ class _Feeder(_Stream):
             with self._changed:
                 self._waiting_since = None
                 self._allowed += 1
+
+
+# Feeders whose batches a caller dropped without closing them (a generator kept alive by a traceback
+# cycle): stopped at exit, and their I/O threads given a moment to leave Python before it finalizes, or
+# the process would hang on pyarrow's thread pool as it ends.
+_FEEDERS: weakref.WeakSet[_Feeder] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_feeders() -> None:
+    feeders = list(_FEEDERS)
+    for feeder in feeders:
+        feeder.stop()
+    deadline = monotonic() + 2.0
+    for feeder in feeders:
+        feeder.wait_idle(deadline)
+    if feeders:
+        sleep(0.1)  # for the woken threads to finish with Python (return the end, drop the file)
 
 
 def _decoded_stream(source: _Source, options: IngestOptions, block_size: int) -> _Readable:
@@ -662,7 +705,7 @@ class _Chunk:
 class _Engine(Protocol):
     columns: list[ColumnDef]
 
-    def chunks(self) -> Iterator[_Chunk]: ...
+    def chunks(self) -> Generator[_Chunk, None, None]: ...
 
 
 class _CsvEngine:
@@ -685,7 +728,7 @@ class _CsvEngine:
         head = sample if at_end else sample[: max(sample.rfind(b"\n"), sample.rfind(b"\r")) + 1]
         if head and head[-1:] not in (b"\n", b"\r"):
             head += b"\n"
-        self._stream = _Feeder(_EndsWithNewline(_Prefixed(sample, stream)), block_size, ahead=4)
+        self._rest: _Readable = _EndsWithNewline(_Prefixed(sample, stream))
         self._invalid: list[tuple[int, str]] = []  # (data record number, reason), in order
         self._empty = not head.strip()
         if self._empty:
@@ -746,20 +789,20 @@ class _CsvEngine:
             return list(range(count))
         return _match_by_name(self._file_names, given)
 
-    def chunks(self) -> Iterator[_Chunk]:
+    def chunks(self) -> Generator[_Chunk, None, None]:
         if self._empty:
             return
-        with self._source.reading("the file is not valid CSV"), self._stream.next_batch():
-            reader = pacsv.open_csv(self._stream, **self._csv_options(self._block_size, keep_invalid=True))
-        # Whatever ends this generator, the reader's I/O thread must be let go before the reader is
-        # dropped, which waits for it.
+        feeder = _Feeder(self._rest, self._block_size, ahead=4)
+        # Whatever ends this generator (a failing open included), the reader's I/O thread must be let go.
         try:
+            with self._source.reading("the file is not valid CSV"), feeder.next_batch():
+                reader = pacsv.open_csv(feeder, **self._csv_options(self._block_size, keep_invalid=True))
             start = 1  # number of the next data record
             while True:
                 try:
                     with (
                         self._source.reading(f"the file is not valid CSV after row {start - 1}"),
-                        self._stream.next_batch(),
+                        feeder.next_batch(),
                     ):
                         batch = reader.read_next_batch()
                 except StopIteration:
@@ -787,7 +830,7 @@ class _CsvEngine:
                     [MalformedFile(reason, row=n) for n, reason in self._invalid],
                 )
         finally:
-            self._stream.stop()
+            feeder.stop()
 
 
 def _skip_row(_: Any) -> str:
@@ -883,7 +926,7 @@ class _JsonlEngine:
                 self._keys[key] = index
         return index
 
-    def chunks(self) -> Iterator[_Chunk]:
+    def chunks(self) -> Generator[_Chunk, None, None]:
         if self._first is None:
             return
         blocks = self._blocks
@@ -1166,7 +1209,7 @@ class _ParquetEngine:
         row_bytes = max(1, row_bytes // max(1, metadata.num_rows))
         self._batch_rows = max(1, min(block_size // row_bytes, _MiB))
 
-    def chunks(self) -> Iterator[_Chunk]:
+    def chunks(self) -> Generator[_Chunk, None, None]:
         names = [self._fields[p].name for p in self._order]
         start = 1
         with self._source.reading("the Parquet file cannot be read"):
