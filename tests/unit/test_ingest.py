@@ -755,8 +755,10 @@ def test_the_file_is_read_only_by_the_consuming_thread() -> None:
             return super().read(size)
 
     data = b"a,b\n" + b"".join(b"%d,row %d\n" % (i, i) for i in range(50_000))
-    for compressed in (data, gzip.compress(data)):
-        reader = IngestReader(Recording(compressed), IngestOptions("csv"), block_size=16 * 1024)
+    table = pa.table({"a": range(50_000), "b": [f"row {i}" for i in range(50_000)]})
+    sources = [(data, "csv"), (gzip.compress(data), "csv"), (parquet_bytes(table, row_group_size=5000), "parquet")]
+    for source, fmt in sources:
+        reader = IngestReader(Recording(source), IngestOptions(fmt), block_size=16 * 1024)  # type: ignore[arg-type]
         assert sum(batch.num_rows for batch in reader.batches()) == 50_000
     assert readers == {threading.get_ident()}
 

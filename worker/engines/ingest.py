@@ -620,6 +620,10 @@ class _Feeder(_Stream):
             self._blocks.clear()
             self._changed.notify_all()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def wait_idle(self, deadline: float) -> None:
         """Wait until pyarrow's I/O thread is out of `read` (or the deadline passes)."""
         with self._changed:
@@ -651,13 +655,13 @@ _FEEDERS: weakref.WeakSet[_Feeder] = weakref.WeakSet()
 
 @atexit.register
 def _stop_feeders() -> None:
-    feeders = list(_FEEDERS)
-    for feeder in feeders:
+    running = [feeder for feeder in list(_FEEDERS) if not feeder.stopped]
+    for feeder in running:
         feeder.stop()
     deadline = monotonic() + 2.0
-    for feeder in feeders:
+    for feeder in running:
         feeder.wait_idle(deadline)
-    if feeders:
+    if running:
         sleep(0.1)  # for the woken threads to finish with Python (return the end, drop the file)
 
 
@@ -1180,8 +1184,10 @@ class _ParquetEngine:
             raise MalformedFile("the file is not a Parquet file: it does not start with PAR1")
         self._source = source
         self._size = source.measure()
+        # No pre-buffering and no threads: pyarrow would read the caller's file from its own threads
+        # (see _Feeder for why that is avoided); decoding stays far faster than the rest of the import.
         with source.reading("the file is not a readable Parquet file"):
-            self._file = pq.ParquetFile(source)
+            self._file = pq.ParquetFile(source, pre_buffer=False)
         schema = self._file.schema_arrow
         raw_names = list(schema.names)
         fields = [schema.field(i) for i in range(len(raw_names))]
@@ -1213,7 +1219,9 @@ class _ParquetEngine:
         names = [self._fields[p].name for p in self._order]
         start = 1
         with self._source.reading("the Parquet file cannot be read"):
-            batches = self._file.iter_batches(batch_size=self._batch_rows, columns=list(dict.fromkeys(names)))
+            batches = self._file.iter_batches(
+                batch_size=self._batch_rows, columns=list(dict.fromkeys(names)), use_threads=False
+            )
         while True:
             with self._source.reading(f"the Parquet file cannot be read after row {start - 1}"):
                 batch = next(batches, None)

@@ -220,6 +220,10 @@ def _open_reader(source: ObjectFile, spec: dict[str, Any]) -> IngestReader:
         return IngestReader(cast(BinaryIO, source), options, given or None)
     except MalformedFile as exc:
         raise _malformed(exc) from exc
+    except ValueError as exc:  # options or columns the engine refuses (UnsupportedColumn among them)
+        raise FailedPrecondition(
+            f"the file cannot be imported with these options: {exc}", reason="UNSUPPORTED_INGEST_OPTIONS"
+        ) from exc
 
 
 def _next_payload(batches: Any) -> memoryview | None:
