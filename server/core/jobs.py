@@ -118,10 +118,7 @@ class JobDomain:
             id=dataset_id,
             name=dataset_name,
             table_name=dataset_table_name(dataset_id),
-            columns=[
-                {"name": c.name, "type": c.logical_type, "pg_type": c.pg_type, "nullable": c.nullable}
-                for c in columns(spec)
-            ],
+            columns=[c.to_json() for c in columns(spec)],
         )
         job_spec = {
             "schema": spec.to_json(),

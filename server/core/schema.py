@@ -75,6 +75,24 @@ class ColumnDef:
     pg_type: str
     nullable: bool
 
+    def to_json(self) -> dict[str, Any]:
+        """The column as stored in `datasets.columns`."""
+        return {"name": self.name, "type": self.logical_type, "pg_type": self.pg_type, "nullable": self.nullable}
+
+
+#: Logical column types an uploaded file may be imported as, with their PostgreSQL types.
+INGEST_PG_TYPES: Mapping[str, str] = {
+    "boolean": "boolean",
+    "integer": "bigint",
+    "float": "double precision",
+    "text": "text",
+    "uuid": "uuid",
+    "date": "date",
+    "time": "time",
+    "timestamp": "timestamptz",
+    "json": "jsonb",
+}
+
 
 def validate_schema(spec: SchemaSpec, *, max_rows: int, max_fields: int, path: str = "schema") -> SchemaSpec:
     """Check everything and return the normalized spec, or raise one InvalidArgument with every violation.

@@ -51,6 +51,7 @@ from server.core.jobs import JobDomain, check_identifier, check_request_id
 from server.core.models import DATASET_SCHEMA, JobKind, JobRow, NewDataset, NewJob, ProgressUnit, dataset_table_name
 from server.core.objects import ObjectStore
 from server.core.objects.base import MAX_PARTS, PartInfo
+from server.core.schema import INGEST_PG_TYPES, ColumnDef
 from server.core.settings import Settings
 from server.core.sql import query
 from server.core.store import JobStore, error_json, insert_job, translate_errors
@@ -62,18 +63,6 @@ MAX_CHUNK_BYTES = 1 * MiB
 MAX_FILE_NAME = 255
 FORMATS = ("csv", "jsonl", "parquet")
 COMPRESSIONS = ("none", "gzip", "zstd")
-#: Logical column types an upload may declare, with their PostgreSQL types.
-INGEST_TYPES: Mapping[str, str] = {
-    "boolean": "boolean",
-    "integer": "bigint",
-    "float": "double precision",
-    "text": "text",
-    "uuid": "uuid",
-    "date": "date",
-    "time": "time",
-    "timestamp": "timestamptz",
-    "json": "jsonb",
-}
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 UPLOADS_SQL = "uploads.sql"
 
@@ -433,10 +422,7 @@ class UploadDomain:
     async def create_ingest(self, upload: UploadRow, *, size: int, sha256: str) -> tuple[UploadRow, JobRow]:
         header = upload.header
         dataset_id = uuid.uuid4()
-        columns = [
-            {"name": c.name, "type": c.type, "pg_type": INGEST_TYPES[c.type], "nullable": c.nullable}
-            for c in header.columns
-        ]
+        columns = [ColumnDef(c.name, c.type, INGEST_PG_TYPES[c.type], c.nullable).to_json() for c in header.columns]
         spec = {
             "upload_id": str(upload.id),
             "object_key": upload.object_key,
@@ -757,8 +743,10 @@ def _column_violations(columns: Sequence[UploadColumn]) -> list[FieldViolation]:
         elif column.name in seen:
             violations.append(FieldViolation(f"{path}.name", f"duplicates column {column.name!r}"))
         seen.add(column.name)
-        if column.type not in INGEST_TYPES:
-            violations.append(FieldViolation(f"{path}.type", f"must be one of {', '.join(INGEST_TYPES)} for an upload"))
+        if column.type not in INGEST_PG_TYPES:
+            violations.append(
+                FieldViolation(f"{path}.type", f"must be one of {', '.join(INGEST_PG_TYPES)} for an upload")
+            )
     return violations
 
 
@@ -783,7 +771,6 @@ def _csv_violations(header: UploadHeaderSpec) -> list[FieldViolation]:
 
 
 __all__ = [
-    "INGEST_TYPES",
     "Completed",
     "CsvSpec",
     "UploadColumn",

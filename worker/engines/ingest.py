@@ -78,7 +78,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from server.core.schema import ColumnDef
+from server.core.schema import INGEST_PG_TYPES, ColumnDef
 
 __all__ = [
     "ARROW_TYPES",
@@ -91,18 +91,8 @@ __all__ = [
     "column_names",
 ]
 
-#: The logical types an import supports, with their PostgreSQL types.
-PG_TYPES = {
-    "boolean": "boolean",
-    "integer": "bigint",
-    "float": "double precision",
-    "text": "text",
-    "uuid": "uuid",
-    "date": "date",
-    "time": "time",
-    "timestamp": "timestamptz",
-    "json": "jsonb",
-}
+#: The logical types an import supports, with their PostgreSQL types (one list, shared with the server).
+PG_TYPES = INGEST_PG_TYPES
 _JSON = pa.json_(pa.string())
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: The Arrow type of each logical type in the batches (what worker.engines.pgcopy encodes).

@@ -25,6 +25,7 @@ import psycopg
 import pyarrow as pa
 import structlog
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from server.core.errors import DataLoss, FailedPrecondition
 from server.core.models import DATASET_SCHEMA, JobRow, JobState
@@ -168,15 +169,7 @@ class IngestJob:
         await conn.execute(create_table_sql(DATASET_SCHEMA, table, columns))
         await conn.execute(
             "UPDATE datasets SET columns = %s WHERE id = %s",
-            (
-                psycopg.types.json.Jsonb(
-                    [
-                        {"name": c.name, "type": c.logical_type, "pg_type": c.pg_type, "nullable": c.nullable}
-                        for c in columns
-                    ]
-                ),
-                job.dataset_id,
-            ),
+            (Jsonb([c.to_json() for c in columns]), job.dataset_id),
         )
         loop = asyncio.get_running_loop()
         batches = iter(reader.batches())
