@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo dev test check lint typecheck proto proto-check buf-lint unit integration e2e bench clean docs
+.PHONY: venv demo dev test check lint typecheck proto proto-check buf-lint unit integration e2e load bench clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+# Not part of `make test`: DATAMILL_LOAD_CLIENTS (200) clients for DATAMILL_LOAD_SECONDS (60), with a report.
+load: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -m load tests/load -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

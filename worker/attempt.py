@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from server.core.faults import crash_point
 from server.core.models import JobRow, JobState
 from server.core.settings import Settings
 from server.core.store import JobStore
@@ -26,6 +27,10 @@ class Attempt:
     cancel_requested: bool = field(default=False)
     # Set when the worker shuts down: the job is given back, not cancelled or failed.
     releasing: bool = field(default=False)
+
+    def reached(self, phase: str) -> None:
+        """A crash point of the fault tests (`server.core.faults`); nothing unless armed."""
+        crash_point(self.settings.crash_points, self.settings.test_crash_marker_dir, self.job.kind.value, phase)
 
     def raise_if_cancelled(self) -> None:
         if self.cancel_requested:
@@ -48,6 +53,8 @@ class Attempt:
         return str(row["table_name"] if isinstance(row, dict) else row[0])
 
     async def succeed(self, conn: psycopg.AsyncConnection[Any], *, result: dict[str, Any], done: int) -> JobRow:
+        """Mark the job SUCCEEDED in the caller's transaction, the one that also makes its outcome durable."""
+        self.reached("before_done")
         return await self.store.finish(
             conn, self.job.id, self.lease_token, state=JobState.SUCCEEDED, result=result, done=done
         )

@@ -42,6 +42,7 @@ class JobRunner:
         with structlog.contextvars.bound_contextvars(job_id=str(job.id), attempt=job.attempt):
             log.info("job_claimed", kind=job.kind.value, resume_from=job.progress_done)
             attempt = Attempt(job, token, self._store, self._settings)
+            attempt.reached("claimed")
             body = self._bodies[job.kind]
             work = asyncio.create_task(body.run(attempt), name=f"job-{job.id}")
             heartbeat = asyncio.create_task(self._heartbeat(attempt, work), name=f"heartbeat-{job.id}")

@@ -13,6 +13,7 @@ from typing import Annotated
 import structlog
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 
+from server.core.exports import ExportStore
 from server.core.logging import configure_logging
 from server.core.models import JobKind
 from server.core.objects import open_object_store
@@ -20,6 +21,7 @@ from server.core.settings import load_settings
 from server.core.store import JobStore, open_pool
 from worker.attempt import JobBody
 from worker.broker import RUN_JOB_TASK, make_broker
+from worker.jobs.export import ExportJob
 from worker.jobs.generate import GenerateJob
 from worker.jobs.ingest import IngestJob
 from worker.runner import JobRunner
@@ -40,6 +42,7 @@ async def _startup(state: TaskiqState) -> None:
         JobKind.GENERATE: GenerateJob(),
         JobKind.GENERATE_SHARD: GenerateJob(),
         JobKind.INGEST: IngestJob(objects),
+        JobKind.EXPORT: ExportJob(objects, ExportStore(store), settings),
     }
     state.runner = JobRunner(store, settings, bodies)
     log.info("worker_started", queue=settings.queue_name)

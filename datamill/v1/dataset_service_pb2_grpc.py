@@ -85,8 +85,10 @@ class DatasetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReadObject(self, request, context):
-        """Streams a stored object (for example an export) in chunks of at most
-        1 MiB. `offset` and `limit` let a client resume a broken download.
+        """Streams a stored object (an export, or an uploaded file) in chunks of at
+        most 1 MiB. `offset` and `limit` let a client resume a broken download.
+        An object of another tenant is NOT_FOUND, like one that does not exist; an
+        offset past the end is OUT_OF_RANGE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

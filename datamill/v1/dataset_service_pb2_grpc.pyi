@@ -44,8 +44,10 @@ class DatasetServiceStub:
     builds or reads it is running.
     """
     ReadObject: _grpc.UnaryStreamMultiCallable[_dataset_service_pb2.ReadObjectRequest, _dataset_service_pb2.ReadObjectResponse]
-    """Streams a stored object (for example an export) in chunks of at most
-    1 MiB. `offset` and `limit` let a client resume a broken download.
+    """Streams a stored object (an export, or an uploaded file) in chunks of at
+    most 1 MiB. `offset` and `limit` let a client resume a broken download.
+    An object of another tenant is NOT_FOUND, like one that does not exist; an
+    offset past the end is OUT_OF_RANGE.
     """
 
 @_typing.type_check_only
@@ -64,8 +66,10 @@ class DatasetServiceAsyncStub(DatasetServiceStub):
     builds or reads it is running.
     """
     ReadObject: _aio.UnaryStreamMultiCallable[_dataset_service_pb2.ReadObjectRequest, _dataset_service_pb2.ReadObjectResponse]  # type: ignore[assignment]
-    """Streams a stored object (for example an export) in chunks of at most
-    1 MiB. `offset` and `limit` let a client resume a broken download.
+    """Streams a stored object (an export, or an uploaded file) in chunks of at
+    most 1 MiB. `offset` and `limit` let a client resume a broken download.
+    An object of another tenant is NOT_FOUND, like one that does not exist; an
+    offset past the end is OUT_OF_RANGE.
     """
 
 class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -105,8 +109,10 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dataset_service_pb2.ReadObjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dataset_service_pb2.ReadObjectResponse], _abc.AsyncIterator[_dataset_service_pb2.ReadObjectResponse]]:
-        """Streams a stored object (for example an export) in chunks of at most
-        1 MiB. `offset` and `limit` let a client resume a broken download.
+        """Streams a stored object (an export, or an uploaded file) in chunks of at
+        most 1 MiB. `offset` and `limit` let a client resume a broken download.
+        An object of another tenant is NOT_FOUND, like one that does not exist; an
+        offset past the end is OUT_OF_RANGE.
         """
 
 def add_DatasetServiceServicer_to_server(servicer: DatasetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

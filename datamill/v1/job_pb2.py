@@ -27,33 +27,33 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x61tamill/v1/job.proto\x12\x0b\x64\x61tamill.v1\x1a\x18\x64\x61tamill/v1/schema.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"P\n\x08Progress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x03\x12\r\n\x05total\x18\x02 \x01(\x03\x12\'\n\x04unit\x18\x03 \x01(\x0e\x32\x19.datamill.v1.ProgressUnit\"M\n\x0eGenerateResult\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\"t\n\x0cIngestResult\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12\x11\n\tupload_id\x18\x04 \x01(\t\x12\x14\n\x0cskipped_rows\x18\x05 \x01(\x03\"\xc5\x01\n\x0c\x45xportResult\x12\x12\n\nobject_key\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x15\n\rpresigned_url\x18\x06 \x01(\t\x12=\n\x19presigned_url_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xea\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.datamill.v1.JobKind\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.datamill.v1.JobState\x12\'\n\x08progress\x18\x04 \x01(\x0b\x32\x15.datamill.v1.Progress\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x18\n\x10\x63\x61ncel_requested\x18\x07 \x01(\x08\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\t \x01(\t\x12/\n\x08generate\x18\n \x01(\x0b\x32\x1b.datamill.v1.GenerateResultH\x00\x12+\n\x06ingest\x18\x0b \x01(\x0b\x32\x19.datamill.v1.IngestResultH\x00\x12+\n\x06\x65xport\x18\x0c \x01(\x0b\x32\x19.datamill.v1.ExportResultH\x00\x12!\n\x05\x65rror\x18\r \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06result\"\x9e\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\'\n\x04type\x18\x03 \x01(\x0e\x32\x19.datamill.v1.JobEventType\x12\x1d\n\x03job\x18\x04 \x01(\x0b\x32\x10.datamill.v1.Job\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x13.datamill.v1.Column\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\r\n\x05ready\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*d\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_KIND_GENERATE\x10\x01\x12\x13\n\x0fJOB_KIND_INGEST\x10\x02\x12\x13\n\x0fJOB_KIND_EXPORT\x10\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*^\n\x0cProgressUnit\x12\x1d\n\x19PROGRESS_UNIT_UNSPECIFIED\x10\x00\x12\x16\n\x12PROGRESS_UNIT_ROWS\x10\x01\x12\x17\n\x13PROGRESS_UNIT_BYTES\x10\x02*\x9c\x02\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16JOB_EVENT_TYPE_CREATED\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_STARTED\x10\x02\x12\x1b\n\x17JOB_EVENT_TYPE_PROGRESS\x10\x03\x12\x1b\n\x17JOB_EVENT_TYPE_REQUEUED\x10\x04\x12#\n\x1fJOB_EVENT_TYPE_CANCEL_REQUESTED\x10\x05\x12\x1c\n\x18JOB_EVENT_TYPE_SUCCEEDED\x10\x06\x12\x19\n\x15JOB_EVENT_TYPE_FAILED\x10\x07\x12\x1c\n\x18JOB_EVENT_TYPE_CANCELLED\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x61tamill/v1/job.proto\x12\x0b\x64\x61tamill.v1\x1a\x18\x64\x61tamill/v1/schema.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"d\n\x08Progress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x03\x12\r\n\x05total\x18\x02 \x01(\x03\x12\'\n\x04unit\x18\x03 \x01(\x0e\x32\x19.datamill.v1.ProgressUnit\x12\x12\n\nbytes_done\x18\x04 \x01(\x03\"M\n\x0eGenerateResult\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\"t\n\x0cIngestResult\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12\x11\n\tupload_id\x18\x04 \x01(\t\x12\x14\n\x0cskipped_rows\x18\x05 \x01(\x03\"\xc5\x01\n\x0c\x45xportResult\x12\x12\n\nobject_key\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x15\n\rpresigned_url\x18\x06 \x01(\t\x12=\n\x19presigned_url_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xea\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.datamill.v1.JobKind\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.datamill.v1.JobState\x12\'\n\x08progress\x18\x04 \x01(\x0b\x32\x15.datamill.v1.Progress\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x18\n\x10\x63\x61ncel_requested\x18\x07 \x01(\x08\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\t \x01(\t\x12/\n\x08generate\x18\n \x01(\x0b\x32\x1b.datamill.v1.GenerateResultH\x00\x12+\n\x06ingest\x18\x0b \x01(\x0b\x32\x19.datamill.v1.IngestResultH\x00\x12+\n\x06\x65xport\x18\x0c \x01(\x0b\x32\x19.datamill.v1.ExportResultH\x00\x12!\n\x05\x65rror\x18\r \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06result\"\x9e\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\'\n\x04type\x18\x03 \x01(\x0e\x32\x19.datamill.v1.JobEventType\x12\x1d\n\x03job\x18\x04 \x01(\x0b\x32\x10.datamill.v1.Job\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x13.datamill.v1.Column\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\r\n\x05ready\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*d\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_KIND_GENERATE\x10\x01\x12\x13\n\x0fJOB_KIND_INGEST\x10\x02\x12\x13\n\x0fJOB_KIND_EXPORT\x10\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*^\n\x0cProgressUnit\x12\x1d\n\x19PROGRESS_UNIT_UNSPECIFIED\x10\x00\x12\x16\n\x12PROGRESS_UNIT_ROWS\x10\x01\x12\x17\n\x13PROGRESS_UNIT_BYTES\x10\x02*\x9c\x02\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16JOB_EVENT_TYPE_CREATED\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_STARTED\x10\x02\x12\x1b\n\x17JOB_EVENT_TYPE_PROGRESS\x10\x03\x12\x1b\n\x17JOB_EVENT_TYPE_REQUEUED\x10\x04\x12#\n\x1fJOB_EVENT_TYPE_CANCEL_REQUESTED\x10\x05\x12\x1c\n\x18JOB_EVENT_TYPE_SUCCEEDED\x10\x06\x12\x19\n\x15JOB_EVENT_TYPE_FAILED\x10\x07\x12\x1c\n\x18JOB_EVENT_TYPE_CANCELLED\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datamill.v1.job_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBKIND']._serialized_start=1558
-  _globals['_JOBKIND']._serialized_end=1658
-  _globals['_JOBSTATE']._serialized_start=1661
-  _globals['_JOBSTATE']._serialized_end=1815
-  _globals['_PROGRESSUNIT']._serialized_start=1817
-  _globals['_PROGRESSUNIT']._serialized_end=1911
-  _globals['_JOBEVENTTYPE']._serialized_start=1914
-  _globals['_JOBEVENTTYPE']._serialized_end=2198
+  _globals['_JOBKIND']._serialized_start=1578
+  _globals['_JOBKIND']._serialized_end=1678
+  _globals['_JOBSTATE']._serialized_start=1681
+  _globals['_JOBSTATE']._serialized_end=1835
+  _globals['_PROGRESSUNIT']._serialized_start=1837
+  _globals['_PROGRESSUNIT']._serialized_end=1931
+  _globals['_JOBEVENTTYPE']._serialized_start=1934
+  _globals['_JOBEVENTTYPE']._serialized_end=2218
   _globals['_PROGRESS']._serialized_start=122
-  _globals['_PROGRESS']._serialized_end=202
-  _globals['_GENERATERESULT']._serialized_start=204
-  _globals['_GENERATERESULT']._serialized_end=281
-  _globals['_INGESTRESULT']._serialized_start=283
-  _globals['_INGESTRESULT']._serialized_end=399
-  _globals['_EXPORTRESULT']._serialized_start=402
-  _globals['_EXPORTRESULT']._serialized_end=599
-  _globals['_JOB']._serialized_start=602
-  _globals['_JOB']._serialized_end=1220
-  _globals['_JOBEVENT']._serialized_start=1223
-  _globals['_JOBEVENT']._serialized_end=1381
-  _globals['_DATASET']._serialized_start=1384
-  _globals['_DATASET']._serialized_end=1556
+  _globals['_PROGRESS']._serialized_end=222
+  _globals['_GENERATERESULT']._serialized_start=224
+  _globals['_GENERATERESULT']._serialized_end=301
+  _globals['_INGESTRESULT']._serialized_start=303
+  _globals['_INGESTRESULT']._serialized_end=419
+  _globals['_EXPORTRESULT']._serialized_start=422
+  _globals['_EXPORTRESULT']._serialized_end=619
+  _globals['_JOB']._serialized_start=622
+  _globals['_JOB']._serialized_end=1240
+  _globals['_JOBEVENT']._serialized_start=1243
+  _globals['_JOBEVENT']._serialized_end=1401
+  _globals['_DATASET']._serialized_start=1404
+  _globals['_DATASET']._serialized_end=1576
 # @@protoc_insertion_point(module_scope)

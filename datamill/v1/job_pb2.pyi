@@ -173,22 +173,26 @@ class Progress(_message.Message):
     DONE_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
+    BYTES_DONE_FIELD_NUMBER: _builtins.int
     done: _builtins.int
     """Units finished and durably stored."""
     total: _builtins.int
     """Units in the whole job; 0 when not known yet."""
     unit: Global___ProgressUnit.ValueType
     """What `done` and `total` count."""
+    bytes_done: _builtins.int
+    """Bytes of output written so far, for jobs that write a file (Export); 0 otherwise."""
     def __init__(
         self,
         *,
         done: _builtins.int = ...,
         total: _builtins.int = ...,
         unit: Global___ProgressUnit.ValueType = ...,
+        bytes_done: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "total", b"total", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "done", b"done", "total", b"total", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -183,11 +183,11 @@ class CsvOptions(_message.Message):
     QUOTE_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
     delimiter: _builtins.str
-    """Field delimiter, one character; empty means ","."""
+    """Field delimiter, one printable ASCII character or a tab; empty means ","."""
     header: _builtins.bool
     """Whether the first line holds column names. Defaults to true."""
     quote: _builtins.str
-    """Quote character, one character; empty means '"'."""
+    """Quote character, one printable ASCII character or a tab, not the delimiter; empty means '"'."""
     encoding: _builtins.str
     """Text encoding of an uploaded file; empty means "utf-8"."""
     def __init__(
@@ -516,7 +516,7 @@ class ParquetOptions(_message.Message):
     ROW_GROUP_SIZE_FIELD_NUMBER: _builtins.int
     COMPRESSION_FIELD_NUMBER: _builtins.int
     row_group_size: _builtins.int
-    """Rows per row group; 0 means the server's default."""
+    """Rows per row group, at most 1,048,576; 0 means the default, 131,072."""
     compression: _builtins.str
     """Column compression: "zstd" (default), "snappy", "gzip", "lz4" or "none"."""
     def __init__(
@@ -573,7 +573,9 @@ class SqlOptions(_message.Message):
     include_create_table: _builtins.bool
     """Also write a CREATE TABLE statement first."""
     rows_per_statement: _builtins.int
-    """Rows per INSERT statement; 0 means the server's default."""
+    """Rows per INSERT statement, at most 100,000; 0 means the default, 1,000.
+    Only with STYLE_INSERT.
+    """
     def __init__(
         self,
         *,
@@ -610,7 +612,9 @@ class ExportRequest(_message.Message):
     format: Global___FileFormat.ValueType
     """Output format."""
     compression: Global___Compression.ValueType
-    """Whole-file compression; only for CSV, JSONL and SQL."""
+    """Whole-file compression; only for CSV, JSONL and SQL. gzip is written at
+    level 1 and zstd at level 1: fast enough to keep up with PostgreSQL.
+    """
     row_limit: _builtins.int
     """Write at most this many rows; all rows when unset."""
     request_id: _builtins.str

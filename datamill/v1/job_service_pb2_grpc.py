@@ -113,7 +113,12 @@ class JobServiceServicer:
     def Export(self, request, context):
         """Starts a job that writes a dataset into a file in object storage.
         Invalid combinations (for example compression with PARQUET) give
-        INVALID_ARGUMENT before any job is created.
+        INVALID_ARGUMENT before any job is created; an unknown dataset NOT_FOUND,
+        and one that is not ready yet FAILED_PRECONDITION. Rows are written in the
+        table's storage order (for a Generate, row number order). The job's
+        progress counts rows, with bytes written in Progress.bytes_done; its result
+        (ExportResult) names the object, its size and SHA-256, and a presigned URL
+        when the object store is S3.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

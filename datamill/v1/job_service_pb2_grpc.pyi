@@ -58,7 +58,12 @@ class JobServiceStub:
     Export: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ExportRequest, _job_service_pb2.ExportResponse]
     """Starts a job that writes a dataset into a file in object storage.
     Invalid combinations (for example compression with PARQUET) give
-    INVALID_ARGUMENT before any job is created.
+    INVALID_ARGUMENT before any job is created; an unknown dataset NOT_FOUND,
+    and one that is not ready yet FAILED_PRECONDITION. Rows are written in the
+    table's storage order (for a Generate, row number order). The job's
+    progress counts rows, with bytes written in Progress.bytes_done; its result
+    (ExportResult) names the object, its size and SHA-256, and a presigned URL
+    when the object store is S3.
     """
     WatchJob: _grpc.StreamStreamMultiCallable[_job_service_pb2.WatchJobRequest, _job_service_pb2.WatchJobResponse]
     """Streams live events of any number of jobs on one stream. The client sends
@@ -110,7 +115,12 @@ class JobServiceAsyncStub(JobServiceStub):
     Export: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ExportRequest, _job_service_pb2.ExportResponse]  # type: ignore[assignment]
     """Starts a job that writes a dataset into a file in object storage.
     Invalid combinations (for example compression with PARQUET) give
-    INVALID_ARGUMENT before any job is created.
+    INVALID_ARGUMENT before any job is created; an unknown dataset NOT_FOUND,
+    and one that is not ready yet FAILED_PRECONDITION. Rows are written in the
+    table's storage order (for a Generate, row number order). The job's
+    progress counts rows, with bytes written in Progress.bytes_done; its result
+    (ExportResult) names the object, its size and SHA-256, and a presigned URL
+    when the object store is S3.
     """
     WatchJob: _aio.StreamStreamMultiCallable[_job_service_pb2.WatchJobRequest, _job_service_pb2.WatchJobResponse]  # type: ignore[assignment]
     """Streams live events of any number of jobs on one stream. The client sends
@@ -177,7 +187,12 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.ExportResponse, _abc.Awaitable[_job_service_pb2.ExportResponse]]:
         """Starts a job that writes a dataset into a file in object storage.
         Invalid combinations (for example compression with PARQUET) give
-        INVALID_ARGUMENT before any job is created.
+        INVALID_ARGUMENT before any job is created; an unknown dataset NOT_FOUND,
+        and one that is not ready yet FAILED_PRECONDITION. Rows are written in the
+        table's storage order (for a Generate, row number order). The job's
+        progress counts rows, with bytes written in Progress.bytes_done; its result
+        (ExportResult) names the object, its size and SHA-256, and a presigned URL
+        when the object store is S3.
         """
 
     @_abc_1.abstractmethod

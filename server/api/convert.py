@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
 from datamill.v1 import job_pb2, job_service_pb2, schema_pb2
 from server.api.errors import stored_error_to_status
+from server.core.exports import ExportRequestSpec, ParquetSpec, SqlSpec
+from server.core.fileformats import CsvSpec
 from server.core.models import DatasetRow, EventRow, JobKind, JobRow, JobState
 from server.core.schema import FieldSpec, SchemaSpec
-from server.core.uploads import CsvSpec, UploadColumn, UploadHeaderSpec
+from server.core.uploads import UploadColumn, UploadHeaderSpec
 
 _RESULT_FIELDS = {
     JobKind.GENERATE: ("generate", job_pb2.GenerateResult),
@@ -58,6 +62,7 @@ def job(row: JobRow) -> job_pb2.Job:
             done=row.progress_done,
             total=row.progress_total,
             unit=job_pb2.ProgressUnit.Value(f"PROGRESS_UNIT_{row.progress_unit.value}"),
+            bytes_done=row.progress_bytes,
         ),
         attempt=row.attempt,
         max_attempts=row.max_attempts,
@@ -135,9 +140,57 @@ _COMPRESSIONS = {
 }
 
 
+def _enum_text(table: Mapping[Any, str], value: int) -> str:
+    """The core's name of an enum value: "" when unspecified, "#<n>" when this server does not know it."""
+    if value == 0:
+        return ""
+    return table.get(value, f"#{value}")
+
+
+def _csv(message: job_service_pb2.CsvOptions) -> CsvSpec:
+    return CsvSpec(
+        delimiter=message.delimiter,
+        header=message.header if message.HasField("header") else None,
+        quote=message.quote,
+        encoding=message.encoding,
+    )
+
+
+_SQL_STYLES = {
+    job_service_pb2.SqlOptions.STYLE_INSERT: "insert",
+    job_service_pb2.SqlOptions.STYLE_COPY: "copy",
+}
+
+
+def export_request(message: job_service_pb2.ExportRequest) -> ExportRequestSpec:
+    """The request as the client sent it; validation happens in the core."""
+    sql = message.sql_options
+    return ExportRequestSpec(
+        dataset=message.dataset,
+        format=_enum_text(_FORMATS, message.format),
+        compression=_enum_text(_COMPRESSIONS, message.compression),
+        csv=_csv(message.csv_options) if message.HasField("csv_options") else None,
+        parquet=ParquetSpec(
+            row_group_size=message.parquet_options.row_group_size, compression=message.parquet_options.compression
+        )
+        if message.HasField("parquet_options")
+        else None,
+        sql=SqlSpec(
+            style=_enum_text(_SQL_STYLES, sql.style),
+            table_name=sql.table_name,
+            include_create_table=sql.include_create_table,
+            rows_per_statement=sql.rows_per_statement,
+        )
+        if message.HasField("sql_options")
+        else None,
+        columns=tuple(message.columns),
+        row_limit=message.row_limit if message.HasField("row_limit") else None,
+        request_id=message.request_id,
+    )
+
+
 def upload_header(message: job_service_pb2.UploadHeader) -> UploadHeaderSpec:
     """The header as the client sent it; validation happens in the core."""
-    csv = message.csv_options
     return UploadHeaderSpec(
         upload_id=message.upload_id,
         file_name=message.file_name,
@@ -147,12 +200,7 @@ def upload_header(message: job_service_pb2.UploadHeader) -> UploadHeaderSpec:
         expected_sha256=message.expected_sha256,
         dataset_name=message.dataset_name,
         columns=tuple(UploadColumn(name=c.name, type=c.type, nullable=c.nullable) for c in message.columns),
-        csv=CsvSpec(
-            delimiter=csv.delimiter,
-            header=csv.header if csv.HasField("header") else None,
-            quote=csv.quote,
-            encoding=csv.encoding,
-        ),
+        csv=_csv(message.csv_options),
         request_id=message.request_id,
         skip_malformed_rows=message.skip_malformed_rows,
     )

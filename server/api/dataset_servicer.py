@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -12,15 +13,16 @@ from datamill.v1 import dataset_service_pb2_grpc
 from server.api import convert
 from server.api.context import tenant_of
 from server.api.errors import stream, unary
-from server.core.errors import Unimplemented
+from server.core.exports import ExportDomain
 from server.core.jobs import JobDomain
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
-    def __init__(self, domain: JobDomain) -> None:
+    def __init__(self, domain: JobDomain, exports: ExportDomain) -> None:
         self._domain = domain
+        self._exports = exports
 
     @unary
     async def GetDataset(self, request: pb.GetDatasetRequest, context: Ctx) -> pb.GetDatasetResponse:
@@ -43,5 +45,11 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
 
     @stream
     async def ReadObject(self, request: pb.ReadObjectRequest, context: Ctx) -> AsyncIterator[pb.ReadObjectResponse]:
-        raise Unimplemented("ReadObject is not available yet")
-        yield  # pragma: no cover  # makes this an async generator
+        stored, chunks = await self._exports.read_object(
+            tenant_of(context), request.object_key, offset=request.offset, limit=request.limit
+        )
+        position = request.offset
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield pb.ReadObjectResponse(offset=position, data=chunk, size_bytes=stored.size)
+                position += len(chunk)

@@ -14,8 +14,9 @@ from datamill.v1 import job_service_pb2_grpc
 from server.api import convert
 from server.api.context import tenant_of
 from server.api.errors import stream, to_status, unary
-from server.core.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from server.core.errors import FailedPrecondition, InvalidArgument
 from server.core.events import EventHub
+from server.core.exports import ExportDomain
 from server.core.jobs import JobDomain
 from server.core.models import EventRow
 from server.core.uploads import Completed, UploadDomain, UploadSession
@@ -31,9 +32,18 @@ _END_REASONS = {
 
 
 class JobServicer(job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, domain: JobDomain, uploads: UploadDomain, hub: EventHub, *, keepalive_seconds: float) -> None:
+    def __init__(
+        self,
+        domain: JobDomain,
+        uploads: UploadDomain,
+        exports: ExportDomain,
+        hub: EventHub,
+        *,
+        keepalive_seconds: float,
+    ) -> None:
         self._domain = domain
         self._uploads = uploads
+        self._exports = exports
         self._hub = hub
         self._keepalive = keepalive_seconds
 
@@ -80,7 +90,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     @unary
     async def Export(self, request: pb.ExportRequest, context: Ctx) -> pb.ExportResponse:
-        raise Unimplemented("Export is not available yet")
+        job, _ = await self._exports.export(tenant_of(context), convert.export_request(request))
+        return pb.ExportResponse(job=convert.job(job))
 
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:

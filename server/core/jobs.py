@@ -56,7 +56,7 @@ def check_identifier(value: str, field: str) -> FieldViolation | None:
         return FieldViolation(field, "is required")
     if len(value.encode()) > MAX_IDENTIFIER_BYTES:
         return FieldViolation(field, f"must be at most {MAX_IDENTIFIER_BYTES} bytes")
-    if not IDENTIFIER.match(value):
+    if not IDENTIFIER.fullmatch(value):  # not `match`: its `$` also matches before a final newline
         return FieldViolation(field, "must match [a-z_][a-z0-9_]* (lower-case letters, digits, underscores)")
     return None
 

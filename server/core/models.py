@@ -89,6 +89,7 @@ class JobRow:
     finished_at: datetime | None
     parent_id: uuid.UUID | None = None  # on a shard: its Generate job
     shard_count: int = 0  # on a sharded Generate: its number of shards
+    progress_bytes: int = 0  # bytes written, for jobs that write a file (Export)
     # Only on rows read from the jobs table; snapshots leave it out.
     spec: dict[str, Any] | None = None
     request_hash: str | None = None
@@ -118,6 +119,7 @@ class JobRow:
             finished_at=_time(row["finished_at"]),
             parent_id=_uuid(row.get("parent_id")),
             shard_count=int(row.get("shard_count") or 0),
+            progress_bytes=int(row.get("progress_bytes") or 0),
             spec=row.get("spec"),
             request_hash=row.get("request_hash"),
         )

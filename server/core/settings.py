@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("datamill", description="Bucket for uploads and exports.")
     s3_region: str = Field("us-east-1", description="S3 region (also lets presigning work offline).")
     s3_secure: bool = Field(False, description="Use HTTPS for S3.")
+    s3_breaker_failures: int = Field(
+        5, ge=1, description="S3 calls failing in a row (UNAVAILABLE) that open the circuit breaker."
+    )
+    s3_breaker_reset_seconds: PositiveSeconds = Field(
+        5.0, description="How long an open S3 circuit fails calls at once before one trial call is let through."
+    )
 
     # Upload
     max_upload_bytes: int = Field(
@@ -104,6 +110,27 @@ class Settings(BaseSettings):
         86_400.0, description="An unfinished upload untouched this long is aborted and its parts deleted."
     )
 
+    # Export
+    export_url_ttl_seconds: int = Field(
+        3600,
+        ge=1,
+        le=604_800,
+        description="How long an export's presigned URL works (S3 allows at most 7 days).",
+    )
+
+    # Fault tests
+    test_crash_at: str = Field(
+        "",
+        description="Testing only: comma-separated KIND:PHASE points where a worker kills itself (faults.py).",
+    )
+    test_crash_marker_dir: Path | None = Field(
+        None, description="Testing only: each crash point fires once, recorded by a marker file here."
+    )
+
+    @property
+    def crash_points(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.test_crash_at.split(",") if p.strip())
+
     # Logs
     log_level: str = Field("info", pattern="(?i)^(debug|info|warning|error)$", description="Log level.")
     log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
@@ -117,6 +144,10 @@ class Settings(BaseSettings):
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"DATAMILL_LISTEN must be host:port, got {self.listen!r}")
+        for point in self.crash_points:
+            kind, _, phase = point.partition(":")
+            if phase not in ("claimed", "midway", "before_done") or not kind.isupper():
+                raise ValueError(f"DATAMILL_TEST_CRASH_AT: {point!r} is not KIND:claimed|midway|before_done")
         if self.lease_seconds < 3 * self.sweep_interval_seconds:
             raise ValueError("DATAMILL_LEASE_SECONDS must be at least 3x DATAMILL_SWEEP_INTERVAL_SECONDS")
         return self

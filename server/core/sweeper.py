@@ -4,8 +4,9 @@ Each round it (1) requeues RUNNING jobs whose lease expired, with backoff, or
 fails them after max_attempts, and (2) dispatches QUEUED jobs that are due and
 were never handed off, or whose hand-off is older than `redispatch_after`.
 It also (3) aborts uploads left unfinished past their TTL, in the object store
-and in the database. Rows are taken with SKIP LOCKED, so any number of server
-replicas may sweep.
+and in the database, and (4) removes the multipart uploads (or objects) of
+export attempts that ended without success, when the attempt could not.
+Rows are taken with SKIP LOCKED, so any number of server replicas may sweep.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import structlog
 
 from server.core.dispatch import Dispatcher
 from server.core.errors import DatamillError
+from server.core.exports import ExportStore
 from server.core.objects import ObjectStore
 from server.core.retry import backoff_seconds
 from server.core.settings import Settings
@@ -36,10 +38,12 @@ class Sweeper:
         settings: Settings,
         *,
         uploads: UploadStore | None = None,
+        exports: ExportStore | None = None,
         objects: ObjectStore | None = None,
     ) -> None:
         self._store = store
         self._uploads = uploads
+        self._exports = exports
         self._objects = objects
         self._dispatcher = dispatcher
         self._settings = settings
@@ -76,4 +80,6 @@ class Sweeper:
             log.info("jobs_dispatched_by_sweeper", count=len(due))
         if self._uploads is not None and self._objects is not None:
             await self._uploads.expire(self._objects, limit=BATCH)
+        if self._exports is not None and self._objects is not None:
+            await self._exports.discard_abandoned(self._objects, limit=BATCH)
         return len(changed), len(due)

@@ -20,7 +20,6 @@ The design follows ByteStream's Write/QueryWriteStatus, tus and S3 multipart:
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import hashlib
 import json
@@ -47,6 +46,8 @@ from server.core.errors import (
     OutOfRange,
     ResourceExhausted,
 )
+from server.core.exports import StoredObject, record_object
+from server.core.fileformats import COMPRESSIONS, CONTENT_TYPES, CsvSpec, csv_violations
 from server.core.jobs import JobDomain, check_identifier, check_request_id
 from server.core.models import DATASET_SCHEMA, JobKind, JobRow, NewDataset, NewJob, ProgressUnit, dataset_table_name
 from server.core.objects import ObjectStore
@@ -62,7 +63,6 @@ MiB = 1024 * 1024
 MAX_CHUNK_BYTES = 1 * MiB
 MAX_FILE_NAME = 255
 FORMATS = ("csv", "jsonl", "parquet")
-COMPRESSIONS = ("none", "gzip", "zstd")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 UPLOADS_SQL = "uploads.sql"
 
@@ -76,14 +76,6 @@ class UploadColumn:
     name: str
     type: str
     nullable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CsvSpec:
-    delimiter: str = ""
-    header: bool | None = None
-    quote: str = ""
-    encoding: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +252,10 @@ class UploadStore:
             if await cur.fetchone() is None:
                 raise UploadSuperseded(upload.id)
             job_row, _ = await insert_job(conn, job, dataset)
+            content_type = CONTENT_TYPES.get(upload.header.format, "application/octet-stream")
+            await record_object(
+                conn, upload.tenant, StoredObject(upload.object_key, size, sha256, content_type), job_row.id
+            )
             cur = await conn.execute(
                 _q("complete_upload"), {"id": upload.id, "size_bytes": size, "sha256": sha256, "job_id": job_row.id}
             )
@@ -332,7 +328,7 @@ class UploadDomain:
             )
         upload_id = uuid.uuid4()
         key = upload_key(tenant, upload_id)
-        content_type = _CONTENT_TYPES[header.format]
+        content_type = CONTENT_TYPES[header.format]
         handle = await self.objects.create_multipart(key, content_type=content_type)
         try:
             row = await self.store.insert(
@@ -455,13 +451,6 @@ class UploadDomain:
         return upload_row, job_row
 
 
-_CONTENT_TYPES = {
-    "csv": "text/csv",
-    "jsonl": "application/x-ndjson",
-    "parquet": "application/vnd.apache.parquet",
-}
-
-
 #: Parts of one upload on their way to the object store at once. One part's round trip leaves
 #: the store idle between parts; two keep it busy (minio's own put_object sends three).
 PARTS_IN_FLIGHT = 2
@@ -564,7 +553,7 @@ class UploadSession:
 
     async def finish(self, total_size: int, sha256: str) -> Completed:
         """Store the last part, check size and SHA-256, complete the multipart upload, create the ingest job."""
-        if not _SHA256_HEX.match(sha256):
+        if not _SHA256_HEX.fullmatch(sha256):
             raise InvalidArgument.single("finish.sha256", "must be 64 lower-case hex digits")
         if self._filling is not None:
             buffer, self._filling = self._filling, None
@@ -725,7 +714,7 @@ def _header_violations(header: UploadHeaderSpec) -> list[FieldViolation]:
         violations.append(FieldViolation("header.file_name", f"must be at most {MAX_FILE_NAME} characters"))
     if header.total_size is not None and header.total_size < 1:
         violations.append(FieldViolation("header.total_size", "must be at least 1 when set"))
-    if header.expected_sha256 and not _SHA256_HEX.match(header.expected_sha256):
+    if header.expected_sha256 and not _SHA256_HEX.fullmatch(header.expected_sha256):
         violations.append(FieldViolation("header.expected_sha256", "must be 64 lower-case hex digits"))
     violations.extend(_column_violations(header.columns))
     violations.extend(_csv_violations(header))
@@ -756,18 +745,7 @@ def _csv_violations(header: UploadHeaderSpec) -> list[FieldViolation]:
         return []
     if header.format != "csv":
         return [FieldViolation("header.csv_options", "only applies to FILE_FORMAT_CSV")]
-    violations = []
-    for name, value in (("delimiter", csv.delimiter), ("quote", csv.quote)):
-        if value and (len(value) != 1 or value in "\r\n"):
-            violations.append(FieldViolation(f"header.csv_options.{name}", "must be one character, not a line break"))
-    if csv.delimiter and csv.delimiter == csv.quote:
-        violations.append(FieldViolation("header.csv_options.quote", "must differ from the delimiter"))
-    if csv.encoding:
-        try:
-            codecs.lookup(csv.encoding)
-        except LookupError:
-            violations.append(FieldViolation("header.csv_options.encoding", f"unknown encoding {csv.encoding!r}"))
-    return violations
+    return csv_violations(csv, "header.csv_options")
 
 
 __all__ = [

@@ -17,7 +17,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from server.dev import ServiceProcess, server_process, service_env, wait_for_serving, worker_process
-from server.devstack import free_port
+from server.devstack import S3Endpoint, free_port
 
 
 @dataclass
@@ -120,6 +120,24 @@ def stack_factory(pg_server: str, redis_url: str, tmp_path: Path, request: pytes
 @pytest.fixture
 def stack(stack_factory: object) -> Stack:
     return stack_factory()  # type: ignore[operator, no-any-return]
+
+
+def s3_settings(s3: S3Endpoint, bucket: str) -> dict[str, str]:
+    """Settings that point a stack at a bucket of the session's S3 endpoint (SeaweedFS)."""
+    return {
+        "DATAMILL_OBJECT_STORE": "s3",
+        "DATAMILL_S3_ENDPOINT": s3.endpoint,
+        "DATAMILL_S3_ACCESS_KEY": s3.access_key,
+        "DATAMILL_S3_SECRET_KEY": s3.secret_key,
+        "DATAMILL_S3_BUCKET": bucket,
+        "DATAMILL_S3_REGION": s3.region,
+    }
+
+
+@pytest.fixture
+def s3_stack(stack_factory: Any, s3: S3Endpoint, s3_bucket: str) -> Stack:
+    """A stack whose object store is a fresh bucket of the session's S3 endpoint."""
+    return stack_factory(settings=s3_settings(s3, s3_bucket))  # type: ignore[no-any-return]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 from pathlib import Path
@@ -145,3 +146,25 @@ def test_worker_sigterm_gives_the_job_back_at_once(stack_factory: object) -> Non
     assert final.attempt == 1
     (table,) = stack.sql("SELECT table_name FROM datasets WHERE name = 'handed_back'")[0]
     assert stack.sql(f'SELECT count(*), count(DISTINCT seq) FROM datasets."{table}"') == [(rows, rows)]
+
+
+def test_sigterm_lets_an_in_flight_download_finish(stack_factory: object) -> None:
+    """A stream that is running when SIGTERM arrives completes within the grace period; new calls are refused."""
+    stack: Stack = stack_factory()  # type: ignore[operator]
+    with Client.connect(stack.target, timeout=30) as client:
+        made = client.wait(client.generate("download", schema=schema(600_000)).id)
+        assert made.state == job_pb2.JOB_STATE_SUCCEEDED
+        result = client.wait(client.export("download", format="csv").id).export
+        digest = hashlib.sha256()
+        received = 0
+        # No reconnection: the one stream must carry every byte.
+        with Client.connect(stack.target, watch_retry=RetryPolicy(max_attempts=1)) as reader:
+            for chunk in reader.read_object(result.object_key):
+                if received == 0:
+                    stack.server.signal(signal.SIGTERM)  # the first MiB is here; the rest is still to come
+                    time.sleep(0.5)
+                received += len(chunk)
+                digest.update(chunk)
+    assert received == result.size_bytes > 50 * 1024 * 1024
+    assert digest.hexdigest() == result.sha256
+    assert stack.server.proc is not None and stack.server.proc.wait(timeout=30) == 0

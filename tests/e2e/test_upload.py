@@ -35,7 +35,7 @@ from client import Client, UploadOptions
 from client.errors import DatamillError
 from datamill.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from server.devstack import S3Endpoint
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, s3_settings
 from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,22 +82,6 @@ def _zstd(data: bytes) -> bytes:
     with pa.CompressedOutputStream(sink, "zstd") as out:
         out.write(data)
     return bytes(sink.getvalue().to_pybytes())
-
-
-def _s3_settings(s3: S3Endpoint, bucket: str) -> dict[str, str]:
-    return {
-        "DATAMILL_OBJECT_STORE": "s3",
-        "DATAMILL_S3_ENDPOINT": s3.endpoint,
-        "DATAMILL_S3_ACCESS_KEY": s3.access_key,
-        "DATAMILL_S3_SECRET_KEY": s3.secret_key,
-        "DATAMILL_S3_BUCKET": bucket,
-        "DATAMILL_S3_REGION": s3.region,
-    }
-
-
-@pytest.fixture
-def s3_stack(stack_factory: Any, s3: S3Endpoint, s3_bucket: str) -> Stack:
-    return stack_factory(settings=_s3_settings(s3, s3_bucket))  # type: ignore[no-any-return]
 
 
 def _client(stack: Stack) -> Client:
@@ -431,6 +415,22 @@ def test_malformed_parquet_fails_the_job(stack: Stack, tmp_path: Path) -> None:
     assert "cannot be imported" in job.error.message
 
 
+@pytest.mark.parametrize("column_type", ["text", "date"])
+def test_parquet_text_that_is_not_utf8_fails_cleanly_at_once(stack: Stack, tmp_path: Path, column_type: str) -> None:
+    """Found by the fuzz tests: bytes that are not UTF-8 fail as the file's fault, not INTERNAL after retries."""
+    path = tmp_path / "latin.parquet"
+    strings = pa.array([b"2024-01-01", b"caf\xe9"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"t": strings}), path)
+    with _client(stack) as client:
+        options = UploadOptions(format="parquet", columns=[("t", column_type, True)])
+        completed = client.upload(path, "latin", options=options)
+        job = client.wait(completed.job.id)
+    assert job.state == job_pb2.JOB_STATE_FAILED
+    assert job.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0], job.error.message
+    assert job.attempt == 1 and "cannot be imported" in job.error.message
+    assert stack.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'datasets'") == [(0,)]
+
+
 def test_skip_malformed_rows_imports_the_rest_and_counts_them(stack: Stack, tmp_path: Path) -> None:
     path = tmp_path / "some_bad.csv"
     path.write_bytes(b"id,score\n1,2.5\n2,oops\n3,4\n4,5,6\n5,1e3\n")
@@ -532,7 +532,7 @@ def test_resume_after_the_server_is_killed_mid_stream(s3_stack: Stack, tmp_path:
 def test_abandoned_uploads_are_aborted_after_their_ttl(
     stack_factory: Any, s3: S3Endpoint, s3_bucket: str, s3_client: Minio
 ) -> None:
-    stack = stack_factory(settings={**_s3_settings(s3, s3_bucket), "DATAMILL_UPLOAD_TTL_SECONDS": "2"})
+    stack = stack_factory(settings={**s3_settings(s3, s3_bucket), "DATAMILL_UPLOAD_TTL_SECONDS": "2"})
     upload = RawUpload(stack.target)
     try:
         started = upload.header(dataset_name="abandoned", total_size=10 * MiB)

@@ -20,29 +20,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from client import Client, UploadOptions
 from datamill.v1 import job_pb2
 from tests.e2e.conftest import Stack
+from tests.e2e.helpers import process_children, reset_peak_rss, status_bytes
 
 pytestmark = pytest.mark.timeout(180)
 
 MiB = 1024 * 1024
-
-
-def _status(pid: int, field: str) -> int:
-    """A /proc/PID/status memory field, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
-
-
-def _reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.extend(int(c) for c in (task / "children").read_text().split())
-    return found
 
 
 def _write_csv(path: Path, size: int) -> int:
@@ -66,15 +48,15 @@ def test_a_large_upload_and_import_keep_server_and_worker_memory_flat(stack: Sta
     rows = _write_csv(path, 256 * MiB)
     size = path.stat().st_size
     server = stack.server.pid
-    (worker,) = _children(stack.workers[0].pid)  # the taskiq worker process that runs the job
-    server_idle, worker_idle = _status(server, "VmRSS"), _status(worker, "VmRSS")
-    _reset_peak(server)
-    _reset_peak(worker)
+    (worker,) = process_children(stack.workers[0].pid)  # the taskiq worker process that runs the job
+    server_idle, worker_idle = status_bytes(server, "VmRSS"), status_bytes(worker, "VmRSS")
+    reset_peak_rss(server)
+    reset_peak_rss(worker)
     with Client.connect(stack.target, timeout=30) as client:
         completed = client.upload(path, "large", options=UploadOptions(skip_malformed_rows=False))
-        server_peak = _status(server, "VmHWM")
+        server_peak = status_bytes(server, "VmHWM")
         job = client.wait(completed.job.id)
-    worker_peak = _status(worker, "VmHWM")
+    worker_peak = status_bytes(worker, "VmHWM")
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
     assert job.ingest.row_count == rows
     server_growth, worker_growth = server_peak - server_idle, worker_peak - worker_idle

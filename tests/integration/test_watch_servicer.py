@@ -4,7 +4,6 @@ keepalives while idle, and every resource released when the client goes away."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,16 @@ from datamill.v1 import job_service_pb2 as pb
 from datamill.v1 import job_service_pb2_grpc
 from server.api.job_servicer import JobServicer
 from server.core.events import EventHub
+from server.core.exports import ExportDomain, ExportStore
 from server.core.jobs import JobDomain
 from server.core.models import JobKind, NewJob, ProgressUnit
 from server.core.objects import LocalObjectStore
 from server.core.settings import Settings
 from server.core.store import JobStore, open_pool
 from server.core.uploads import UploadDomain, UploadStore
+from tests.integration.fakes import NoDispatch
 
 pytestmark = pytest.mark.integration
-
-
-class _NoDispatch:
-    async def dispatch(self, job_id: uuid.UUID) -> None:
-        return None
-
-    async def ping(self) -> None:
-        return None
 
 
 @pytest.fixture
@@ -45,10 +38,11 @@ async def served(pg_conninfo: str, tmp_path: Path) -> AsyncIterator[tuple[str, E
     server = grpc.aio.server()
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(
-            JobDomain(store, _NoDispatch(), settings),
+            JobDomain(store, NoDispatch(), settings),
             UploadDomain(
-                UploadStore(store), JobDomain(store, _NoDispatch(), settings), LocalObjectStore(tmp_path), settings
+                UploadStore(store), JobDomain(store, NoDispatch(), settings), LocalObjectStore(tmp_path), settings
             ),
+            ExportDomain(JobDomain(store, NoDispatch(), settings), ExportStore(store), LocalObjectStore(tmp_path)),
             hub,
             keepalive_seconds=0.2,
         ),

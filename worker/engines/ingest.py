@@ -78,6 +78,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from server.core.fileformats import text_encoding
 from server.core.schema import INGEST_PG_TYPES, ColumnDef
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "MalformedFile",
     "UnsupportedColumn",
     "column_names",
+    "parse_uuid",
 ]
 
 #: The logical types an import supports, with their PostgreSQL types (one list, shared with the server).
@@ -331,10 +333,8 @@ def _check_options(options: IngestOptions, block_size: int) -> None:
         raise ValueError(f"unknown compression {options.compression!r}; expected none, gzip or zstd")
     if block_size < 1:
         raise ValueError(f"block_size must be positive, not {block_size}")
-    try:
-        codecs.lookup(options.encoding)
-    except LookupError:
-        raise ValueError(f"unknown encoding {options.encoding!r}") from None
+    if text_encoding(options.encoding) is None:
+        raise ValueError(f"unknown text encoding {options.encoding!r}")
     if options.format != "csv":
         return
     if len(options.delimiter) != 1 or not options.delimiter.isascii() or options.delimiter in "\r\n":
@@ -1526,7 +1526,7 @@ _HEX_POSITIONS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
 _ZERO_UUID = pa.scalar("00000000-0000-0000-0000-000000000000")
 
 
-def _parse_uuid(strings: pa.Array) -> pa.Array:
+def parse_uuid(strings: pa.Array) -> pa.Array:
     """Canonical UUID text (8-4-4-4-12 hex digits, any case) as 16 bytes, with numpy over the fixed-width text."""
     count = len(strings)
     filled = pc.fill_null(strings, _ZERO_UUID).cast(pa.string()) if strings.null_count else strings.cast(pa.string())
@@ -1551,7 +1551,7 @@ _PARSERS: dict[str, Callable[[pa.Array], pa.Array]] = {
     "date": _cast_to(pa.date32()),
     "time": _parse_time,
     "timestamp": _parse_timestamp,
-    "uuid": _parse_uuid,
+    "uuid": parse_uuid,
 }
 _CSV_CANDIDATES = ("integer", "float", "boolean", "date", "timestamp", "time", "uuid")
 _JSON_STRING_CANDIDATES = ("date", "timestamp", "time", "uuid")

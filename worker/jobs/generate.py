@@ -93,6 +93,8 @@ class GenerateJob:
                 done = end
                 if job.parent_id is not None:
                     await attempt.store.sync_parent(job.parent_id)
+                if done < total:
+                    attempt.reached("midway")
         finally:
             batches.close()
         attempt.raise_if_cancelled()

@@ -114,15 +114,33 @@ def _is_field(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id not in EXPRESSION_FUNCTIONS
 
 
+#: Deepest expression tree accepted: the worker evaluates it recursively.
+MAX_EXPRESSION_DEPTH = 100
+
+
 def parse_expression(text: str) -> ast.expr:
     """The expression's tree, after checking that it uses only what the evaluator supports."""
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
         raise ValueError(f"is not a valid expression: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ValueError(f"nests more than {MAX_EXPRESSION_DEPTH} levels deep") from None
+    if _depth(tree) > MAX_EXPRESSION_DEPTH:
+        raise ValueError(f"nests more than {MAX_EXPRESSION_DEPTH} levels deep (a+b+c counts one level per +)")
     for node in ast.walk(tree):
         _check_node(node)
     return tree
+
+
+def _depth(tree: ast.AST) -> int:
+    """The tree's depth in expression nodes, counted without recursion."""
+    deepest, pending = 0, [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
+    return deepest
 
 
 def _check_node(node: ast.AST) -> None:

@@ -10,10 +10,13 @@ collide with objects.
 
 A multipart upload is the directory `ROOT/.multipart/<handle>/`, the handle
 being a random UUID in hex. It holds `upload.json` (the key and content type,
-checked on every call) and one file per part, `<number>.part`, each written to
-a temporary file, fsynced and renamed. Completion verifies every listed part's
-size and MD5 (its etag) while concatenating them beside the object, then
-renames the result into place like any write. An upload is removed by renaming
+checked on every call) and one file per part, `<number>.<md5>.part`, each
+written to a temporary file, fsynced and renamed: the name carries the part's
+etag, so completion finds exactly the listed version of each part by name,
+checks its size, and concatenates the parts beside the object with
+`copy_file_range` (in the kernel, no reading into Python, no re-hashing), then
+renames the result into place like any write. A completed object's SHA-256 is
+therefore not known to the store (the caller keeps its own). An upload is removed by renaming
 its directory to `<handle>.<random>.deleted` first, so that the handle is gone
 at once even if the removal itself is interrupted; `ensure_ready` sweeps what
 such an interruption leaves. Local uploads never expire.
@@ -80,6 +83,40 @@ def _os_error(exc: OSError, action: str) -> DatamillError:
 
 def _meta_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.meta")
+
+
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+
+
+def _part_path(directory: Path, number: int, etag: str) -> Path:
+    name = etag.strip('"').lower()
+    if not _MD5_HEX.fullmatch(name):  # no etag we issued: a name no part has (and never a path)
+        name = "unknown"
+    return directory / f"{number}.{name}.part"
+
+
+def _copy_file(source: int, target: int, limit: int) -> int:
+    """Append at most `limit` bytes of `source` (from its start) to `target`; return how many."""
+    copied = 0
+    while copied < limit:
+        try:
+            count = os.copy_file_range(source, target, limit - copied)
+        except OSError as exc:  # a file system without it: through a buffer
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            return copied + _copy_buffered(source, target, limit - copied)
+        if count == 0:
+            break
+        copied += count
+    return copied
+
+
+def _copy_buffered(source: int, target: int, limit: int) -> int:
+    copied = 0
+    while copied < limit and (chunk := os.read(source, min(READ_CHUNK_SIZE, limit - copied))):
+        os.write(target, chunk)
+        copied += len(chunk)
+    return copied
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -323,13 +360,15 @@ class LocalObjectStore(ObjectStore):
 
     def _upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
         directory, _ = self._open_upload(key, handle)
+        # S3's etag of a part, so that callers see the same kind of value from both backends.
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
         tmp = directory / f".{number}.{uuid.uuid4().hex}.tmp"
         try:
             with tmp.open("xb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, directory / f"{number}.part")
+            os.replace(tmp, _part_path(directory, number, etag))
             _fsync_dir(directory)
         except FileNotFoundError as exc:
             # The upload was aborted or completed meanwhile.
@@ -341,8 +380,7 @@ class LocalObjectStore(ObjectStore):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        # S3's etag of a part, so that callers see the same kind of value from both backends.
-        return PartInfo(number=number, size=len(data), etag=hashlib.md5(data, usedforsecurity=False).hexdigest())
+        return PartInfo(number=number, size=len(data), etag=etag)
 
     async def complete_multipart(self, key: str, handle: str, parts: Sequence[PartInfo]) -> ObjectInfo:
         path = self._path(key)
@@ -359,7 +397,7 @@ class LocalObjectStore(ObjectStore):
             if info is None:
                 raise
             return info
-        sources = [directory / f"{part.number}.part" for part in parts]
+        sources = [_part_path(directory, part.number, part.etag) for part in parts]
         # Sizes first: a mismatch is found before anything is copied.
         for part, source in zip(parts, sources, strict=True):
             try:
@@ -367,6 +405,8 @@ class LocalObjectStore(ObjectStore):
             except FileNotFoundError as exc:
                 if not directory.is_dir():
                     raise NotFound("multipart upload", handle) from exc
+                if any(directory.glob(f"{part.number}.*.part")):
+                    raise _part_mismatch(handle, part, f"was not stored with etag {part.etag!r}") from exc
                 raise _part_mismatch(handle, part, "was never stored") from exc
             except OSError as exc:
                 raise _os_error(exc, f"read upload {handle!r}") from exc
@@ -376,11 +416,11 @@ class LocalObjectStore(ObjectStore):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("xb") as out:
-                sha256 = self._concatenate(handle, parts, sources, out)
+                self._concatenate(handle, parts, sources, out)
                 out.flush()
                 os.fsync(out.fileno())
                 inode = os.fstat(out.fileno()).st_ino
-            info = ObjectInfo(key=key, size=sum(part.size for part in parts), sha256=sha256, content_type=content_type)
+            info = ObjectInfo(key=key, size=sum(part.size for part in parts), sha256=None, content_type=content_type)
             # The multipart etag lets a repeated completion recognise this object.
             self._write_meta(path, info, inode, etag=multipart_etag(parts))
             os.replace(tmp, path)
@@ -396,30 +436,18 @@ class LocalObjectStore(ObjectStore):
         return info
 
     @staticmethod
-    def _concatenate(handle: str, parts: list[PartInfo], sources: list[Path], out: IO[bytes]) -> str:
-        """Copy the parts into `out` through one buffer, checking each part's size and MD5; return the SHA-256."""
-        sha256 = hashlib.sha256()
-        buffer = memoryview(bytearray(READ_CHUNK_SIZE))
+    def _concatenate(handle: str, parts: list[PartInfo], sources: list[Path], out: IO[bytes]) -> None:
+        """Copy the parts into `out` in the kernel, checking that each still holds its size."""
         for part, source in zip(parts, sources, strict=True):
-            md5 = hashlib.md5(usedforsecurity=False)
-            copied = 0
             try:
                 source_file = source.open("rb")
             except FileNotFoundError as exc:
                 raise _part_mismatch(handle, part, "was never stored") from exc
             with source_file:
-                while count := source_file.readinto(buffer):
-                    chunk = buffer[:count]
-                    md5.update(chunk)
-                    sha256.update(chunk)
-                    out.write(chunk)
-                    copied += count
+                copied = _copy_file(source_file.fileno(), out.fileno(), part.size + 1)
             # The part may have been replaced since its size was checked.
             if copied != part.size:
                 raise _part_mismatch(handle, part, f"holds {copied} bytes, not {part.size}")
-            if md5.hexdigest() != part.etag.strip('"').lower():
-                raise _part_mismatch(handle, part, f"was not stored with etag {part.etag!r}")
-        return sha256.hexdigest()
 
     def _completed_earlier(self, path: Path, key: str, parts: list[PartInfo]) -> ObjectInfo | None:
         """The ObjectInfo of `key` if a completion of exactly `parts` wrote it, else None."""
@@ -453,10 +481,10 @@ class LocalObjectStore(ObjectStore):
             return  # removed by a concurrent call
         except OSError as exc:
             raise _os_error(exc, f"remove upload {directory.name!r}") from exc
-        try:
-            shutil.rmtree(doomed)
-        except OSError as exc:
-            raise _os_error(exc, f"remove upload {directory.name!r}") from exc
+        # Once renamed the upload is gone; what is left is garbage, and `ensure_ready` (which the
+        # server's health check calls every few seconds, possibly on these very files) sweeps it.
+        # An error here must not fail the completion or abort that already took effect.
+        shutil.rmtree(doomed, ignore_errors=True)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._pool.shutdown, wait=True))
