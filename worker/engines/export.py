@@ -216,13 +216,7 @@ def _copy_out(conn: psycopg.Connection[Any], statement: sql.Composed) -> Iterato
     non-blocking mode, and the thread waits for the socket in `select`, which
     releases the GIL: the job's event loop keeps running while PostgreSQL works.
     """
-    pgconn = conn.pgconn
-    pgconn.send_query(statement.as_bytes(conn))
-    while pgconn.flush():
-        select.select([], [pgconn.socket], [])
-    result = _next_result(pgconn)
-    if result is None or result.status != libpq.ExecStatus.COPY_OUT:
-        _raise_for(result, pgconn)
+    pgconn = _start_copy(conn, statement)
     get_copy_data = pgconn.get_copy_data
     while True:
         nbytes, data = get_copy_data(1)
@@ -233,6 +227,51 @@ def _copy_out(conn: psycopg.Connection[Any], statement: sql.Composed) -> Iterato
             pgconn.consume_input()
         else:
             break
+    _finish_copy(pgconn)
+
+
+def _blocks(conn: psycopg.Connection[Any], statement: sql.Composed, size: int) -> Iterator[tuple[bytearray, int]]:
+    """The messages of a COPY TO STDOUT gathered into blocks of whole rows (each message is one), with their counts.
+
+    The same loop as `_copy_out`, with the gathering inline rather than one
+    generator step per row (no speed difference measured on 1M rows: 1.29-1.58 s
+    of engine time against 1.29-1.38 s before, on a noisy machine).
+    """
+    pgconn = _start_copy(conn, statement)
+    get_copy_data = pgconn.get_copy_data
+    block = bytearray()
+    rows = filled = 0
+    while True:
+        nbytes, data = get_copy_data(1)
+        if nbytes > 0:
+            block += data
+            rows += 1
+            filled += nbytes
+            if filled >= size:
+                yield block, rows
+                block, rows, filled = bytearray(), 0, 0
+        elif nbytes == 0:
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        else:
+            break
+    _finish_copy(pgconn)
+    if rows:
+        yield block, rows
+
+
+def _start_copy(conn: psycopg.Connection[Any], statement: sql.Composed) -> libpq.abc.PGconn:
+    pgconn = conn.pgconn
+    pgconn.send_query(statement.as_bytes(conn))
+    while pgconn.flush():
+        select.select([], [pgconn.socket], [])
+    result = _next_result(pgconn)
+    if result is None or result.status != libpq.ExecStatus.COPY_OUT:
+        _raise_for(result, pgconn)
+    return pgconn
+
+
+def _finish_copy(pgconn: libpq.abc.PGconn) -> None:
     failed = None
     while (result := _next_result(pgconn)) is not None:  # the COPY's own outcome (an error comes here)
         if result.status != libpq.ExecStatus.COMMAND_OK and failed is None:
@@ -258,18 +297,12 @@ def _copy_lines(
     conn: psycopg.Connection[Any], statement: sql.Composed, out: FileOutput, stop: threading.Event, *, skip: int = 0
 ) -> None:
     """Write every message of a COPY TO STDOUT as it is; the first `skip` are not rows (a header)."""
-    block = bytearray()
     rows = -skip
-    for message in _copy_out(conn, statement):
-        block += message
-        rows += 1
-        if len(block) >= BLOCK_BYTES:
-            _raise_if_stopped(stop)
-            out.progress.rows = max(rows, 0)
-            out.write(block)
-            block = bytearray()
-    out.progress.rows = max(rows, 0)
-    out.write(block)
+    for block, count in _blocks(conn, statement, BLOCK_BYTES):
+        _raise_if_stopped(stop)
+        rows += count
+        out.progress.rows = max(rows, 0)
+        out.write(block)
 
 
 # --- CSV and JSONL ----------------------------------------------------------------------------------
@@ -548,20 +581,6 @@ class _RowGroups:
         if self._rows:
             self._writer.write_table(pa.concat_tables(self._tables), row_group_size=self._size)
         self._tables, self._rows = [], 0
-
-
-def _blocks(conn: psycopg.Connection[Any], statement: sql.Composed, size: int) -> Iterator[tuple[bytearray, int]]:
-    """Blocks of whole rows (each COPY message is one), with their row counts."""
-    block = bytearray()
-    rows = 0
-    for message in _copy_out(conn, statement):
-        block += message
-        rows += 1
-        if len(block) >= size:
-            yield block, rows
-            block, rows = bytearray(), 0
-    if rows:
-        yield block, rows
 
 
 class _OutputFile:
