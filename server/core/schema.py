@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -121,7 +121,9 @@ def validate_schema(spec: SchemaSpec, *, max_rows: int, max_fields: int, path: s
             where = f"{path}.fields[{first_index_of[field_spec.name]}]"
             violations.append(FieldViolation(f"{field_path}.name", f"duplicates the name of {where}"))
         first_index_of.setdefault(field_spec.name, index)
-        normalized, problems = _check_field(field_spec, field_path, rows=max(spec.rows, 1), locale=locale)
+        # Params are checked against rows in range: rows itself is reported above.
+        in_range = min(max(spec.rows, 1), max_rows)
+        normalized, problems = _check_field(field_spec, field_path, rows=in_range, locale=locale)
         violations.extend(problems)
         if normalized is not None:
             fields.append(normalized)
@@ -213,6 +215,31 @@ def columns(spec: SchemaSpec) -> list[ColumnDef]:
     return defs
 
 
+#: Objects and lists inside a field's params, at most: nested json_object and array fields are validated
+#: recursively, and a few hundred levels would exhaust Python's stack (gRPC's Struct stops at 100 anyway).
+MAX_PARAMS_DEPTH = 100
+
+
+def _nesting_depth(value: Any) -> int:
+    """How deep dicts and lists nest in `value`, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > MAX_PARAMS_DEPTH:
+            return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
 def _check_field(
     spec: FieldSpec, path: str, *, rows: int, locale: str
 ) -> tuple[FieldSpec | None, list[FieldViolation]]:
@@ -229,6 +256,9 @@ def _check_field(
         return None, violations
     if spec.unique and not field_type.supports_unique:
         violations.append(FieldViolation(f"{path}.unique", f"type {spec.type} cannot promise distinct values"))
+    if _nesting_depth(spec.params) > MAX_PARAMS_DEPTH:
+        violations.append(FieldViolation(f"{path}.params", f"nests more than {MAX_PARAMS_DEPTH} levels deep"))
+        return None, violations
     params = _parse_params(field_type, spec.params, f"{path}.params")
     if isinstance(params, list):
         return None, violations + params

@@ -5,7 +5,7 @@ Schemas (`validate_schema`), upload headers (`_header_violations`), export reque
 An exception other than the documented one would reach a client as INTERNAL.
 
 The strategies leave out the inputs of known bugs, so that the random properties stay
-green; each bug has its own `xfail(strict=True)` test below with a minimal reproducer.
+green; each bug has its own test below with a minimal reproducer, `xfail(strict=True)` while it is open.
 """
 
 from __future__ import annotations
@@ -360,13 +360,6 @@ def test_an_expression_too_deep_for_the_evaluator_is_a_violation_and_one_within_
     assert generate_chunk(spec, 0, 3).num_rows == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="bug: validate_schema checks a field's params against rows even when rows is out of range;"
-    " TimeOrderedParams.problems computes int((rows - 1) * step_ms), OverflowError for rows beyond a float"
-    " (reachable through SchemaSpec.from_json only: the proto's rows is an int64)",
-)
 @pytest.mark.parametrize("type_name", ["uuid7", "ulid"])
 def test_rows_beyond_any_float_is_a_violation(type_name: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
@@ -374,19 +367,14 @@ def test_rows_beyond_any_float_is_a_violation(type_name: str) -> None:
     assert caught.value.violations[0].field == "schema.rows"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: NestedField._normalize validates nested params recursively without a depth limit: a few"
-    " hundred nested json_object/array fields raise RecursionError (reachable through SchemaSpec.from_json;"
-    " through gRPC protobuf's limit of 100 nested messages refuses such a Struct first)",
-)
 def test_deeply_nested_fields_are_a_violation() -> None:
     nested: dict[str, Any] = {"type": "integer"}
     for _ in range(200):
         nested = {"type": "json_object", "params": {"fields": {"k": {"type": "array", "params": {"element": nested}}}}}
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgument) as caught:
         _validate({"rows": 10, "fields": [{"name": "f", **nested}]})
+    assert caught.value.violations[0].field == "schema.fields[0].params"
+    assert "levels deep" in caught.value.violations[0].description
 
 
 # --- 2. upload headers -----------------------------------------------------------------------------------------
