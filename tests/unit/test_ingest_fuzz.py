@@ -393,13 +393,6 @@ def test_a_non_text_codec_is_refused_as_an_encoding(encoding: str) -> None:
         list(IngestReader(io.BytesIO(b"a\n1\n"), IngestOptions("csv", encoding=encoding)).batches())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pa.ArrowNotImplementedError,
-    reason="bug: a CSV value that is not UTF-8 in a given json column makes _merge call if_else on"
-    " extension<arrow.json> arrays, which has no kernel: ArrowNotImplementedError escapes from batches(),"
-    " so the ingest job fails as INTERNAL after its retries instead of MALFORMED_FILE",
-)
 def test_a_csv_json_value_that_is_not_utf8_is_malformed() -> None:
     reader = IngestReader(io.BytesIO(b"a\n\x80\n"), IngestOptions("csv"), [IngestColumn("a", "json")])
     with pytest.raises(MalformedFile) as caught:
@@ -432,13 +425,6 @@ def test_a_short_utf8_record_is_skipped() -> None:
     assert reader.skipped == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pa.ArrowInvalid,
-    reason="bug: a JSON Lines string that is not UTF-8 is not a MalformedFile: in a given timestamp, date, time"
-    " or uuid column pc.utf8_trim_whitespace raises ArrowInvalid from batches() (the ingest job fails as INTERNAL"
-    " after its retries), and in a text column the bytes are yielded as text, which COPY then refuses",
-)
 @pytest.mark.parametrize("logical_type", ["timestamp", "date", "time", "uuid", "text"])
 def test_a_jsonl_string_that_is_not_utf8_is_malformed(logical_type: str) -> None:
     reader = IngestReader(io.BytesIO(b'{"a": "\xb2"}\n'), IngestOptions("jsonl"), [IngestColumn("a", logical_type)])
@@ -463,13 +449,6 @@ def test_a_jsonl_string_that_is_not_utf8_is_malformed_for_other_types(logical_ty
     assert (caught.value.row, caught.value.reason) == (1, "the line is not valid UTF-8")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(pa.ArrowInvalid, UnicodeDecodeError),
-    reason="bug: Parquet strings are not checked for UTF-8 (pyarrow does not when reading): as text they are"
-    " yielded as is, which COPY then refuses; converted to integer or date pyarrow raises ArrowInvalid and to json"
-    " UnicodeDecodeError escapes from batches(), so the ingest job fails as INTERNAL after its retries",
-)
 @pytest.mark.parametrize("logical_type", [None, "text", "integer", "date", "json"])
 def test_parquet_text_that_is_not_utf8_is_malformed(logical_type: str | None) -> None:
     strings = pa.array([b"ok", b"\xff"], pa.binary()).view(pa.string())  # a string column that is not UTF-8

@@ -959,6 +959,8 @@ class _JsonlEngine:
             return None
         if table.num_rows != len(lines):  # two objects on one line
             return None
+        if not _valid_utf8(table):  # pyarrow's JSON reader keeps invalid bytes in strings: the slow path finds the line
+            return None
         columns = []
         for keys, column in zip(keys_of, self.columns, strict=True):
             if not keys:
@@ -1219,9 +1221,36 @@ class _ParquetEngine:
                 return
             columns = []
             for position, column in zip(self._order, self.columns, strict=True):
-                columns.append(_from_arrow(batch.column(self._fields[position].name), column))
+                values = batch.column(self._fields[position].name)
+                bad = _first_invalid_utf8(values)  # Parquet readers do not check the UTF-8 of strings
+                if bad is not None:
+                    raise MalformedFile("the text is not valid UTF-8", row=start + bad, column=column.name)
+                columns.append(_from_arrow(values, column))
             yield _Chunk(columns, batch.num_rows, _numbers_from(start, batch.num_rows))
             start += batch.num_rows
+
+
+def _valid_utf8(data: pa.Table | pa.Array) -> bool:
+    """Whether every string in `data` is UTF-8 (a full validation: SIMD-fast, about a GB/s)."""
+    try:
+        data.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _first_invalid_utf8(values: pa.Array) -> int | None:
+    """The 0-based index of the first value whose text is not UTF-8 (found by halving), or None."""
+    if "string" not in str(values.type) or _valid_utf8(values):
+        return None
+    low, high = 0, len(values)  # the first invalid value is in [low, high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _valid_utf8(values.slice(low, middle - low)):
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def _numbers_from(start: int, count: int) -> Callable[[], npt.NDArray[np.int64]]:
@@ -1417,7 +1446,7 @@ def _empty_as_null(strings: pa.Array) -> pa.Array:
 
 
 def _null_where(values: pa.Array, bad: Bools) -> pa.Array:
-    if isinstance(values.type, pa.ExtensionType):
+    if isinstance(values.type, pa.BaseExtensionType):  # canonical ones (json, uuid) too
         return pa.ExtensionArray.from_storage(values.type, _null_where(values.storage, bad))
     return pc.if_else(pa.array(bad), pa.scalar(None, values.type), values)
 
