@@ -28,10 +28,10 @@ from server.core.errors import FailedPrecondition, FieldViolation, InvalidArgume
 from server.core.fileformats import (
     COMPRESSED_CONTENT_TYPES,
     COMPRESSED_EXTENSIONS,
-    COMPRESSIONS,
     CONTENT_TYPES,
     EXTENSIONS,
     CsvSpec,
+    compression_violations,
     csv_violations,
     text_encoding,
 )
@@ -166,12 +166,9 @@ def request_violations(request: ExportRequestSpec) -> list[FieldViolation]:
         violations.append(FieldViolation("format", "is required"))
     elif request.format not in FORMATS:
         violations.append(FieldViolation("format", "must be CSV, JSONL, PARQUET or SQL"))
-    if request.compression and request.compression not in COMPRESSIONS:
-        violations.append(FieldViolation("compression", "must be NONE, GZIP or ZSTD"))
-    if request.format == "parquet" and request.compression in ("gzip", "zstd"):
-        violations.append(
-            FieldViolation("compression", "Parquet compresses its own columns: set parquet_options.compression instead")
-        )
+    violations += compression_violations(
+        request.format, request.compression, "compression", ": set parquet_options.compression instead"
+    )
     for name, options in (("csv", request.csv), ("parquet", request.parquet), ("sql", request.sql)):
         if options is not None and request.format in FORMATS and request.format != name:
             violations.append(FieldViolation(f"{name}_options", f"only applies to FILE_FORMAT_{name.upper()}"))

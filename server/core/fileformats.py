@@ -45,6 +45,15 @@ def text_encoding(name: str) -> str | None:
         return None
 
 
+def compression_violations(fmt: str, compression: str, field: str, parquet_hint: str) -> list[FieldViolation]:
+    """Problems of a file compression: a known one, and none of the text ones on Parquet (`parquet_hint` says why)."""
+    if compression and compression not in COMPRESSIONS:
+        return [FieldViolation(field, "must be NONE, GZIP or ZSTD")]
+    if fmt == "parquet" and compression in ("gzip", "zstd"):
+        return [FieldViolation(field, f"Parquet compresses its own columns{parquet_hint}")]
+    return []
+
+
 def csv_violations(csv: CsvSpec, path: str) -> list[FieldViolation]:
     """Problems of the delimiter, quote and encoding.
 

@@ -47,7 +47,7 @@ from server.core.errors import (
     ResourceExhausted,
 )
 from server.core.exports import StoredObject, record_object
-from server.core.fileformats import COMPRESSIONS, CONTENT_TYPES, CsvSpec, csv_violations
+from server.core.fileformats import CONTENT_TYPES, CsvSpec, compression_violations, csv_violations
 from server.core.jobs import JobDomain, check_identifier, check_request_id
 from server.core.models import DATASET_SCHEMA, JobKind, JobRow, NewDataset, NewJob, ProgressUnit, dataset_table_name
 from server.core.objects import ObjectStore
@@ -704,12 +704,9 @@ def _header_violations(header: UploadHeaderSpec) -> list[FieldViolation]:
     ]
     if header.format not in FORMATS:
         violations.append(FieldViolation("header.format", "must be CSV, JSONL or PARQUET"))
-    if header.compression and header.compression not in COMPRESSIONS:
-        violations.append(FieldViolation("header.compression", "must be NONE, GZIP or ZSTD"))
-    if header.format == "parquet" and header.compression in ("gzip", "zstd"):
-        violations.append(
-            FieldViolation("header.compression", "Parquet compresses its own columns; send the file as it is")
-        )
+    violations += compression_violations(
+        header.format, header.compression, "header.compression", "; send the file as it is"
+    )
     if len(header.file_name) > MAX_FILE_NAME:
         violations.append(FieldViolation("header.file_name", f"must be at most {MAX_FILE_NAME} characters"))
     if header.total_size is not None and header.total_size < 1:
