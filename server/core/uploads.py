@@ -329,7 +329,9 @@ class UploadDomain:
         upload_id = uuid.uuid4()
         key = upload_key(tenant, upload_id)
         content_type = CONTENT_TYPES[header.format]
-        handle = await self.objects.create_multipart(key, content_type=content_type)
+        part_size = part_size_for(header.total_size, self.settings)
+        # Every part but the last is exactly `part_size` bytes (`_PartBuffer`): the store may place them.
+        handle = await self.objects.create_multipart(key, content_type=content_type, part_size=part_size)
         try:
             row = await self.store.insert(
                 {
@@ -341,7 +343,7 @@ class UploadDomain:
                     "dataset_name": header.dataset_name,
                     "object_key": key,
                     "multipart_handle": handle,
-                    "part_size": part_size_for(header.total_size, self.settings),
+                    "part_size": part_size,
                     "sha256_state": PySha256().serialize(),
                     "ttl_seconds": self.settings.upload_ttl_seconds,
                 }

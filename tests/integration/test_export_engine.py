@@ -112,7 +112,7 @@ async def _export(conninfo: str, plan: ExportPlan, *, part_size: int = 64 * 1024
     data = b"".join(parts)
     assert outcome.size == len(data)
     assert outcome.parts == len(parts)
-    assert all(len(p) >= part_size for p in parts[:-1])
+    assert all(len(p) == part_size for p in parts[:-1])
     assert outcome.sha256 == hashlib.sha256(data).hexdigest()
     if plan.compression == "gzip":
         return gzip.decompress(data), outcome

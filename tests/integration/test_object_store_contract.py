@@ -54,11 +54,22 @@ def make_s3_store(s3: S3Endpoint, bucket: str) -> S3ObjectStore:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
+class PlacingLocalStore(LocalObjectStore):
+    """The local store with every multipart upload hinted to MIN_PART_SIZE: parts are placed in one file."""
+
+    async def create_multipart(self, key: str, *, content_type: str, part_size: int | None = None) -> str:
+        return await super().create_multipart(
+            key, content_type=content_type, part_size=MIN_PART_SIZE if part_size is None else part_size
+        )
+
+
+@pytest.fixture(params=["local", "local-placing", "s3"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
     backend: ObjectStore
     if request.param == "local":
         backend = LocalObjectStore(tmp_path / "objects")
+    elif request.param == "local-placing":
+        backend = PlacingLocalStore(tmp_path / "objects")
     else:
         backend = make_s3_store(request.getfixturevalue("s3"), request.getfixturevalue("s3_bucket"))
     async with backend:
@@ -361,7 +372,7 @@ async def test_concurrent_puts_beyond_the_upload_limit_all_complete(store: Objec
 def reopened(store: ObjectStore, request: pytest.FixtureRequest) -> ObjectStore:
     """A new store instance on the same directory or bucket, as a restarted server would open."""
     if isinstance(store, LocalObjectStore):
-        return LocalObjectStore(store.root)
+        return type(store)(store.root)
     assert isinstance(store, S3ObjectStore)
     return make_s3_store(request.getfixturevalue("s3"), store.bucket)
 
@@ -730,3 +741,110 @@ async def test_local_sidecar_that_does_not_match_the_file_is_ignored(tmp_path: P
         os.replace(replacement, path)
         info = await store.stat(key)
         assert (info.size, info.sha256) == (8, None)
+
+
+# --- The local store's parts placed in place -----------------------------------------------------
+
+
+async def _placed_upload(store: LocalObjectStore, key: str, parts: list[bytes]) -> tuple[str, list[PartInfo]]:
+    handle = await store.create_multipart(key, content_type=CSV, part_size=MIN_PART_SIZE)
+    infos = await asyncio.gather(*(store.upload_part(key, handle, n, data) for n, data in enumerate(parts, start=1)))
+    return handle, list(infos)
+
+
+async def test_local_placed_parts_become_the_object_without_a_copy(tmp_path: Path) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=50), random_bytes(MIN_PART_SIZE, seed=51), random_bytes(999, seed=52)]
+    key = new_key()
+    async with LocalObjectStore(tmp_path) as store:
+        handle, infos = await _placed_upload(store, key, parts)
+        data_file = tmp_path / ".multipart" / handle / "data"
+        inode = data_file.stat().st_ino
+        assert not list(data_file.parent.glob("*.part"))  # nothing was written twice
+
+        info = await store.complete_multipart(key, handle, infos)
+
+        assert info.size == sum(map(len, parts))
+        assert (tmp_path / key).stat().st_ino == inode  # renamed, not copied
+        assert await read_all(store, key) == b"".join(parts)
+        assert list((tmp_path / ".multipart").iterdir()) == []
+
+
+async def test_local_placed_parts_beyond_the_listed_ones_are_cut_off(tmp_path: Path) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=53), random_bytes(MIN_PART_SIZE, seed=54), random_bytes(10, seed=55)]
+    key = new_key()
+    async with LocalObjectStore(tmp_path) as store:
+        handle, infos = await _placed_upload(store, key, parts)
+        info = await store.complete_multipart(key, handle, infos[:2])
+        assert info.size == 2 * MIN_PART_SIZE
+        assert await read_all(store, key) == parts[0] + parts[1]
+
+
+async def test_local_placed_parts_with_a_gap_are_copied_in_order(tmp_path: Path) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=56), random_bytes(MIN_PART_SIZE, seed=57), random_bytes(77, seed=58)]
+    key = new_key()
+    async with LocalObjectStore(tmp_path) as store:
+        handle, infos = await _placed_upload(store, key, parts)
+        info = await store.complete_multipart(key, handle, [infos[0], infos[2]])
+        assert info.size == MIN_PART_SIZE + 77
+        assert await read_all(store, key) == parts[0] + parts[2]
+
+
+async def test_local_parts_placed_and_in_files_complete_together(tmp_path: Path) -> None:
+    # Part 2 too big for the hint and part 1 uploaded twice: both go to files of their own.
+    first, again = random_bytes(MIN_PART_SIZE, seed=59), random_bytes(MIN_PART_SIZE, seed=60)
+    big, tail = random_bytes(MIN_PART_SIZE + 1, seed=61), random_bytes(5, seed=62)
+    key = new_key()
+    async with LocalObjectStore(tmp_path) as store:
+        handle = await store.create_multipart(key, content_type=CSV, part_size=MIN_PART_SIZE)
+        placed_first = await store.upload_part(key, handle, 1, first)
+        replaced = await store.upload_part(key, handle, 1, again)
+        two = await store.upload_part(key, handle, 2, big)
+        three = await store.upload_part(key, handle, 3, tail)
+        directory = tmp_path / ".multipart" / handle
+        assert sorted(p.name.split(".")[0] for p in directory.glob("*.part")) == ["1", "2"]
+        with pytest.raises(FailedPrecondition):
+            await store.complete_multipart(key, handle, [PartInfo(1, MIN_PART_SIZE - 1, placed_first.etag)])
+
+        info = await store.complete_multipart(key, handle, [replaced, two, three])
+        assert info.size == len(again) + len(big) + len(tail)
+        assert await read_all(store, key) == again + big + tail
+
+
+async def test_local_part_landing_after_the_completion_does_not_touch_the_object(tmp_path: Path) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=63), random_bytes(100, seed=64)]
+    key = new_key()
+    async with LocalObjectStore(tmp_path) as store:
+        handle, infos = await _placed_upload(store, key, parts)
+        late = store._open_upload(key, handle)  # a part upload that read the record just before the completion
+        await store.complete_multipart(key, handle, infos)
+
+        with pytest.raises(FileNotFoundError):
+            late.place(3, md5_hex(b"late"), b"late")
+        with pytest.raises(NotFound):
+            await store.upload_part(key, handle, 3, b"late")
+        assert await read_all(store, key) == b"".join(parts)
+
+
+async def test_local_completion_interrupted_after_the_rename_completes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = [random_bytes(MIN_PART_SIZE, seed=65), random_bytes(100, seed=66)]
+    key = new_key()
+    async with LocalObjectStore(tmp_path) as store:
+        handle, infos = await _placed_upload(store, key, parts)
+        with monkeypatch.context() as patch:
+            patch.setattr(LocalObjectStore, "_remove_upload", staticmethod(lambda directory: None))
+            first = await store.complete_multipart(key, handle, infos)
+        assert (tmp_path / ".multipart" / handle / "upload.json").exists()  # the "crash" left the upload
+
+        assert await store.complete_multipart(key, handle, infos) == first
+        assert list((tmp_path / ".multipart").iterdir()) == []
+        with pytest.raises(NotFound):
+            await store.complete_multipart(key, handle, [infos[0], PartInfo(2, 101, infos[1].etag)])
+        assert await read_all(store, key) == b"".join(parts)
+
+
+@pytest.mark.parametrize("part_size", [0, -1, 5 * 1024 * MiB + 1])
+async def test_a_part_size_hint_out_of_range_is_invalid(store: ObjectStore, part_size: int) -> None:
+    with pytest.raises(InvalidArgument):
+        await store.create_multipart(new_key(), content_type=CSV, part_size=part_size)

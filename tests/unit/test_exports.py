@@ -198,7 +198,7 @@ def test_file_output_hashes_counts_and_cuts_parts(compression: str) -> None:
     outcome = out.close()
     data = b"".join(parts)
     assert outcome.size == len(data) and outcome.sha256 == hashlib.sha256(data).hexdigest()
-    assert outcome.parts == len(parts) and all(len(p) >= 64 * 1024 for p in parts[:-1])
+    assert outcome.parts == len(parts) and all(len(p) == 64 * 1024 for p in parts[:-1])
     if compression == "gzip":
         data = gzip.decompress(data)
     elif compression == "zstd":

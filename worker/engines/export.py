@@ -101,7 +101,7 @@ class ExportOutcome:
 
 @dataclass
 class FileOutput:
-    """Compresses, hashes and counts the file, and hands it on in parts of at least `part_size(n)` bytes."""
+    """Compresses, hashes and counts the file, and hands it on in parts of `part_size(n)` bytes (the last: less)."""
 
     compression: str
     emit_part: Callable[[bytes], None]
@@ -146,11 +146,21 @@ class FileOutput:
         self._sha256.update(data)
         self._buffer += data
         self.progress.bytes += len(data)
-        if len(self._buffer) >= self.part_size(self._parts + 1):
-            self._emit()
+        while len(self._buffer) >= (size := self.part_size(self._parts + 1)):
+            self._emit(size)
 
-    def _emit(self) -> None:
-        part, self._buffer = bytes(self._buffer), bytearray()
+    def _emit(self, size: int | None = None) -> None:
+        """Hand on the first `size` bytes (all, if None) as the next part.
+
+        Parts are cut to exactly `part_size(n)` so that a store told the part
+        size lays them out in place (the local store: no copy to complete).
+        """
+        if size is None:
+            part, self._buffer = bytes(self._buffer), bytearray()
+        else:
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:size])
+            del self._buffer[:size]
         self._parts += 1
         self.emit_part(part)
 

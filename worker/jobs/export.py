@@ -78,7 +78,9 @@ class ExportJob:
         for earlier in await self._exports.pending(job.id):  # a previous attempt's upload or object
             await self._exports.discard(self._objects, earlier)
         key = export_key(job, plan.extension)
-        handle = await self._objects.create_multipart(key, content_type=plan.content_type)
+        base = self._settings.upload_part_bytes
+        # Parts 1 to PARTS_PER_DOUBLING are cut to exactly `base` bytes: the hint covers them.
+        handle = await self._objects.create_multipart(key, content_type=plan.content_type, part_size=base)
         pending = PendingUpload(job.id, job.attempt, key, handle)
         try:
             await self._exports.add_pending(pending)
@@ -87,7 +89,6 @@ class ExportJob:
             raise
         loop = asyncio.get_running_loop()
         uploader = _PartUploader(self._objects, key, handle, loop, on_part=lambda: attempt.reached("midway"))
-        base = self._settings.upload_part_bytes
         out = FileOutput(plan.compression, uploader.emit, lambda number: part_size(base, number))
         stop = threading.Event()
         database_url = self._settings.database_url

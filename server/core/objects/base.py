@@ -35,6 +35,7 @@ SHA256_HEX_LENGTH = 64
 #: S3's rules for multipart uploads, enforced by every backend: every part but the last
 #: must hold at least MIN_PART_SIZE bytes, and part numbers run from 1 to MAX_PARTS.
 MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
 #: Handles are opaque to callers, who may store them in a column of this width.
 MAX_HANDLE_LENGTH = 1024
@@ -105,6 +106,11 @@ def check_handle(handle: str) -> str:
 def check_part_number(number: int, field: str = "number") -> None:
     if not 1 <= number <= MAX_PARTS:
         raise InvalidArgument.single(field, f"must be between 1 and {MAX_PARTS}")
+
+
+def check_part_size_hint(part_size: int | None) -> None:
+    if part_size is not None and not 0 < part_size <= MAX_PART_SIZE:
+        raise InvalidArgument.single("part_size", f"must be between 1 and {MAX_PART_SIZE} bytes")
 
 
 def check_parts(parts: Sequence[PartInfo]) -> None:
@@ -193,7 +199,7 @@ class ObjectStore(ABC):
         """A URL that downloads `key` without credentials until `expires` passes; None if unsupported."""
 
     @abstractmethod
-    async def create_multipart(self, key: str, *, content_type: str) -> str:
+    async def create_multipart(self, key: str, *, content_type: str, part_size: int | None = None) -> str:
         """Start a multipart upload that will become `key`; return its handle.
 
         The handle is opaque, at most MAX_HANDLE_LENGTH characters, and stays
@@ -201,6 +207,12 @@ class ObjectStore(ABC):
         aborted (or the backend expires it). Nothing is visible at `key` until
         `complete_multipart`. Every later call must pass the same `key`: a
         handle used with another key is unknown (NotFound).
+
+        `part_size` is a hint: the caller cuts every part but the last to
+        exactly this size. A backend may lay the parts out for it (the local
+        store writes them in place into the object-to-be); parts of any other
+        size are still accepted, at the cost the backend has without the hint.
+        InvalidArgument if it is given and not positive.
         """
 
     @abstractmethod

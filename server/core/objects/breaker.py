@@ -130,8 +130,10 @@ class GuardedObjectStore(ObjectStore):
     async def presigned_get_url(self, key: str, expires: timedelta) -> str | None:
         return await self.inner.presigned_get_url(key, expires)
 
-    async def create_multipart(self, key: str, *, content_type: str) -> str:
-        return await self.breaker.call(lambda: self.inner.create_multipart(key, content_type=content_type))
+    async def create_multipart(self, key: str, *, content_type: str, part_size: int | None = None) -> str:
+        return await self.breaker.call(
+            lambda: self.inner.create_multipart(key, content_type=content_type, part_size=part_size)
+        )
 
     async def upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
         return await self.breaker.call(lambda: self.inner.upload_part(key, handle, number, data))

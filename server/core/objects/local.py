@@ -9,14 +9,27 @@ renamed into place. No key segment may start with ".", so these names never
 collide with objects.
 
 A multipart upload is the directory `ROOT/.multipart/<handle>/`, the handle
-being a random UUID in hex. It holds `upload.json` (the key and content type,
-checked on every call) and one file per part, `<number>.<md5>.part`, each
-written to a temporary file, fsynced and renamed: the name carries the part's
-etag, so completion finds exactly the listed version of each part by name,
-checks its size, and concatenates the parts beside the object with
-`copy_file_range` (in the kernel, no reading into Python, no re-hashing), then
-renames the result into place like any write. A completed object's SHA-256 is
-therefore not known to the store (the caller keeps its own). An upload is removed by renaming
+being a random UUID in hex. It holds `upload.json` (the key, content type and
+part-size hint, checked on every call) and the parts, in one of two ways:
+
+- In place, when the upload was started with a part size: part n is written
+  at offset (n - 1) * part_size of the file `data`, fdatasynced, and then
+  marked by an empty file `<n>.<md5>.<size>.placed`. Only the first upload of a
+  number goes in place (it claims `<n>.slot`); an upload of the same number
+  again, or a part larger than the hint, is stored as a file of its own, as
+  below. When the listed parts are parts 1..k, all in place, and all but the
+  last of the hinted size, `data` already is the object: completion truncates
+  it to their total, fsyncs it and renames it into place, with no copy.
+- As files: `<number>.<md5>.part`, each written to a temporary file, fsynced
+  and renamed. Completion with any such part copies the listed parts into a
+  new file beside the object with `copy_file_range` (in the kernel, no reading
+  into Python, no re-hashing), then renames it into place like any write.
+
+Either way, names carry the part's etag, so completion finds exactly the
+listed version of each part by name and checks its size. `data` is locked
+(flock): a part being placed holds it shared, a completion exclusively, so no
+late part can write into a file that has become an object. A completed
+object's SHA-256 is not known to the store (the caller keeps its own). An upload is removed by renaming
 its directory to `<handle>.<random>.deleted` first, so that the handle is gone
 at once even if the removal itself is interrupted; `ensure_ready` sweeps what
 such an interruption leaves. Local uploads never expire.
@@ -25,7 +38,9 @@ such an interruption leaves. Local uploads never expire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -35,6 +50,7 @@ import shutil
 import stat as stat_module
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -57,13 +73,14 @@ from server.core.objects.base import (
     check_handle,
     check_key,
     check_part_number,
+    check_part_size_hint,
     check_parts,
     check_range,
     multipart_etag,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
     from datetime import timedelta
 
 T = TypeVar("T")
@@ -71,6 +88,7 @@ T = TypeVar("T")
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _MULTIPART_DIR = ".multipart"
 _UPLOAD_RECORD = "upload.json"
+_DATA_FILE = "data"
 _DELETED_SUFFIX = ".deleted"
 _HANDLE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -88,35 +106,58 @@ def _meta_path(path: Path) -> Path:
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 
-def _part_path(directory: Path, number: int, etag: str) -> Path:
+def _part_stem(number: int, etag: str) -> str:
     name = etag.strip('"').lower()
     if not _MD5_HEX.fullmatch(name):  # no etag we issued: a name no part has (and never a path)
         name = "unknown"
-    return directory / f"{number}.{name}.part"
+    return f"{number}.{name}"
 
 
-def _copy_file(source: int, target: int, limit: int) -> int:
-    """Append at most `limit` bytes of `source` (from its start) to `target`; return how many."""
+def _part_path(directory: Path, number: int, etag: str) -> Path:
+    return directory / f"{_part_stem(number, etag)}.part"
+
+
+def _placed_path(directory: Path, number: int, etag: str, size: int) -> Path:
+    return directory / f"{_part_stem(number, etag)}.{size}.placed"
+
+
+def _placed_size(directory: Path, number: int, etag: str) -> int | None:
+    """The size of part `number` as placed in `data` with `etag`, or None if it was not placed so."""
+    stem = _part_stem(number, etag)
+    for marker in directory.glob(f"{stem}.*.placed"):
+        return int(marker.name[len(stem) + 1 : -len(".placed")])
+    return None
+
+
+def _copy_file(source: int, target: int, limit: int, offset: int = 0) -> int:
+    """Append at most `limit` bytes of `source`, from `offset`, to `target`; return how many."""
     copied = 0
     while copied < limit:
         try:
-            count = os.copy_file_range(source, target, limit - copied)
+            count = os.copy_file_range(source, target, limit - copied, offset + copied)
         except OSError as exc:  # a file system without it: through a buffer
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
-            return copied + _copy_buffered(source, target, limit - copied)
+            return copied + _copy_buffered(source, target, limit - copied, offset + copied)
         if count == 0:
             break
         copied += count
     return copied
 
 
-def _copy_buffered(source: int, target: int, limit: int) -> int:
+def _copy_buffered(source: int, target: int, limit: int, offset: int) -> int:
     copied = 0
-    while copied < limit and (chunk := os.read(source, min(READ_CHUNK_SIZE, limit - copied))):
+    while copied < limit and (chunk := os.pread(source, min(READ_CHUNK_SIZE, limit - copied), offset + copied)):
         os.write(target, chunk)
         copied += len(chunk)
     return copied
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -145,6 +186,103 @@ def _part_mismatch(handle: str, part: PartInfo, what: str) -> FailedPrecondition
     return FailedPrecondition(
         f"part {part.number} of multipart upload {handle!r} {what}", reason="MULTIPART_PART_MISMATCH"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a listed part is: placed in the upload's `data` at `offset`, or in a file of its own at `path`."""
+
+    placed: bool
+    path: Path
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Upload:
+    """One multipart upload's directory, as its record describes it (see the module docstring)."""
+
+    handle: str
+    directory: Path
+    content_type: str
+    #: The caller's part-size hint: parts of at most this size are placed in `data`.
+    part_size: int | None
+
+    def may_place(self, size: int) -> bool:
+        return self.part_size is not None and size <= self.part_size
+
+    def claim_slot(self, number: int) -> bool:
+        """True for the first upload of `number` only: a later one may differ, and goes to a file of its own."""
+        try:
+            os.close(os.open(self.directory / f"{number}.slot", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            return False
+        return True
+
+    def place(self, number: int, etag: str, data: bytes | memoryview) -> None:
+        """Write part `number` at its offset in `data`, durably, then mark it placed."""
+        assert self.part_size is not None
+        with self.locked_data(exclusive=False) as fd:
+            if fd is None:
+                raise FileNotFoundError(errno.ENOENT, "the upload was completed", str(self.directory))
+            _pwrite_all(fd, data, (number - 1) * self.part_size)
+            os.fdatasync(fd)
+            _placed_path(self.directory, number, etag, len(data)).touch()
+            _fsync_dir(self.directory)
+
+    @contextlib.contextmanager
+    def locked_data(self, *, exclusive: bool) -> Iterator[int | None]:
+        """`data`, open and locked; None once a completion has renamed it into place."""
+        path = self.directory / _DATA_FILE
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                current: int | None = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            yield fd if current == os.fstat(fd).st_ino else None
+        finally:
+            os.close(fd)  # releases the lock
+
+    def locate(self, parts: list[PartInfo]) -> list[_Source]:
+        """Where each listed part is; FailedPrecondition unless each was stored with its etag and size."""
+        sources = []
+        for part in parts:
+            placed = _placed_size(self.directory, part.number, part.etag) if self.part_size else None
+            if placed is not None and self.part_size is not None:
+                if placed != part.size:
+                    raise _part_mismatch(self.handle, part, f"holds {placed} bytes, not {part.size}")
+                offset = (part.number - 1) * self.part_size
+                sources.append(_Source(placed=True, path=self.directory / _DATA_FILE, offset=offset))
+                continue
+            path = _part_path(self.directory, part.number, part.etag)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError as exc:
+                if not self.directory.is_dir():
+                    raise NotFound("multipart upload", self.handle) from exc
+                if any(self.directory.glob(f"{part.number}.*.part")) or any(
+                    self.directory.glob(f"{part.number}.*.placed")
+                ):
+                    raise _part_mismatch(self.handle, part, f"was not stored with etag {part.etag!r}") from exc
+                raise _part_mismatch(self.handle, part, "was never stored") from exc
+            except OSError as exc:
+                raise _os_error(exc, f"read upload {self.handle!r}") from exc
+            if size != part.size:
+                raise _part_mismatch(self.handle, part, f"holds {size} bytes, not {part.size}")
+            sources.append(_Source(placed=False, path=path))
+        return sources
+
+    def in_place(self, parts: list[PartInfo], sources: list[_Source]) -> bool:
+        """Whether `data` holds exactly the listed parts from its start: 1..k, all placed, all full but the last."""
+        return all(
+            source.placed and part.number == index and (index == len(parts) or part.size == self.part_size)
+            for index, (part, source) in enumerate(zip(parts, sources, strict=True), start=1)
+        )
 
 
 class LocalObjectStore(ObjectStore):
@@ -314,11 +452,12 @@ class LocalObjectStore(ObjectStore):
         check_key(key)
         return None
 
-    async def create_multipart(self, key: str, *, content_type: str) -> str:
+    async def create_multipart(self, key: str, *, content_type: str, part_size: int | None = None) -> str:
         check_key(key)
-        return await self._run(self._create_multipart, key, content_type)
+        check_part_size_hint(part_size)
+        return await self._run(self._create_multipart, key, content_type, part_size)
 
-    def _create_multipart(self, key: str, content_type: str) -> str:
+    def _create_multipart(self, key: str, content_type: str, part_size: int | None) -> str:
         handle = uuid.uuid4().hex
         directory = self._multipart / handle
         try:
@@ -328,7 +467,10 @@ class LocalObjectStore(ObjectStore):
             except FileExistsError:
                 pass
             directory.mkdir()
-            _write_json(directory / _UPLOAD_RECORD, {"key": key, "content_type": content_type})
+            if part_size is not None:
+                os.close(os.open(directory / _DATA_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            record = {"key": key, "content_type": content_type, "part_size": part_size}
+            _write_json(directory / _UPLOAD_RECORD, record)
             # The caller records the handle once this returns, so it must survive a crash.
             _fsync_dir(directory)
             _fsync_dir(self._multipart)
@@ -337,8 +479,8 @@ class LocalObjectStore(ObjectStore):
             raise _os_error(exc, f"start an upload of {key!r}") from exc
         return handle
 
-    def _open_upload(self, key: str, handle: str) -> tuple[Path, str]:
-        """The upload's directory and content type; NotFound unless `handle` is an upload of `key`."""
+    def _open_upload(self, key: str, handle: str) -> _Upload:
+        """The upload's directory and record; NotFound unless `handle` is an upload of `key`."""
         if not _HANDLE.match(handle):
             raise NotFound("multipart upload", handle)  # not one of ours, and never a path
         directory = self._multipart / handle
@@ -350,7 +492,13 @@ class LocalObjectStore(ObjectStore):
             raise _os_error(exc, f"read upload {handle!r}") from exc
         if not isinstance(record, dict) or record.get("key") != key:
             raise NotFound("multipart upload", handle)
-        return directory, str(record.get("content_type") or _DEFAULT_CONTENT_TYPE)
+        part_size = record.get("part_size")
+        return _Upload(
+            handle=handle,
+            directory=directory,
+            content_type=str(record.get("content_type") or _DEFAULT_CONTENT_TYPE),
+            part_size=part_size if isinstance(part_size, int) and part_size > 0 else None,
+        )
 
     async def upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
         check_key(key)
@@ -359,28 +507,33 @@ class LocalObjectStore(ObjectStore):
         return await run_in_slot(self._uploads, self._pool, self._upload_part, key, handle, number, data)
 
     def _upload_part(self, key: str, handle: str, number: int, data: bytes | memoryview) -> PartInfo:
-        directory, _ = self._open_upload(key, handle)
+        upload = self._open_upload(key, handle)
         # S3's etag of a part, so that callers see the same kind of value from both backends.
         etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        tmp = directory / f".{number}.{uuid.uuid4().hex}.tmp"
+        try:
+            if upload.may_place(len(data)) and upload.claim_slot(number):
+                upload.place(number, etag, data)
+            else:
+                self._write_part(upload, number, etag, data)
+        except FileNotFoundError as exc:
+            raise NotFound("multipart upload", handle) from exc  # aborted or completed meanwhile
+        except OSError as exc:
+            raise _os_error(exc, f"write part {number} of {key!r}") from exc
+        return PartInfo(number=number, size=len(data), etag=etag)
+
+    @staticmethod
+    def _write_part(upload: _Upload, number: int, etag: str, data: bytes | memoryview) -> None:
+        tmp = upload.directory / f".{number}.{uuid.uuid4().hex}.tmp"
         try:
             with tmp.open("xb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, _part_path(directory, number, etag))
-            _fsync_dir(directory)
-        except FileNotFoundError as exc:
-            # The upload was aborted or completed meanwhile.
-            tmp.unlink(missing_ok=True)
-            raise NotFound("multipart upload", handle) from exc
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise _os_error(exc, f"write part {number} of {key!r}") from exc
+            os.replace(tmp, _part_path(upload.directory, number, etag))
+            _fsync_dir(upload.directory)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return PartInfo(number=number, size=len(data), etag=etag)
 
     async def complete_multipart(self, key: str, handle: str, parts: Sequence[PartInfo]) -> ObjectInfo:
         path = self._path(key)
@@ -390,73 +543,99 @@ class LocalObjectStore(ObjectStore):
 
     def _complete_multipart(self, path: Path, key: str, handle: str, parts: list[PartInfo]) -> ObjectInfo:
         try:
-            directory, content_type = self._open_upload(key, handle)
+            upload = self._open_upload(key, handle)
         except NotFound:
             # The upload is gone: perhaps a previous call completed it (see the interface's docstring).
-            info = self._completed_earlier(path, key, parts)
-            if info is None:
-                raise
-            return info
-        sources = [_part_path(directory, part.number, part.etag) for part in parts]
-        # Sizes first: a mismatch is found before anything is copied.
-        for part, source in zip(parts, sources, strict=True):
-            try:
-                size = source.stat().st_size
-            except FileNotFoundError as exc:
-                if not directory.is_dir():
-                    raise NotFound("multipart upload", handle) from exc
-                if any(directory.glob(f"{part.number}.*.part")):
-                    raise _part_mismatch(handle, part, f"was not stored with etag {part.etag!r}") from exc
-                raise _part_mismatch(handle, part, "was never stored") from exc
-            except OSError as exc:
-                raise _os_error(exc, f"read upload {handle!r}") from exc
-            if size != part.size:
-                raise _part_mismatch(handle, part, f"holds {size} bytes, not {part.size}")
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            return self._completed_earlier_or_raise(path, key, handle, parts)
+        sources = upload.locate(parts)  # sizes first: a mismatch is found before anything is copied
+        info = ObjectInfo(key=key, size=sum(part.size for part in parts), sha256=None, content_type=upload.content_type)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not any(source.placed for source in sources):
+                self._assemble(path, info, upload, parts, sources, data=None)
+            else:
+                with upload.locked_data(exclusive=True) as data:
+                    if data is None:  # a concurrent completion renamed it into place
+                        return self._completed_earlier_or_raise(path, key, handle, parts)
+                    if upload.in_place(parts, sources):
+                        self._rename_data(path, info, upload, parts, data)
+                    else:
+                        self._assemble(path, info, upload, parts, sources, data=data)
+        except OSError as exc:
+            raise _os_error(exc, f"assemble {key!r}") from exc
+        # If this fails, the object is in place anyway and completing again succeeds.
+        self._remove_upload(upload.directory)
+        return info
+
+    def _rename_data(self, path: Path, info: ObjectInfo, upload: _Upload, parts: list[PartInfo], data: int) -> None:
+        """`data` holds exactly the listed parts from its start: it becomes the object (no copy)."""
+        # Placed parts beyond the listed ones are cut off: they must not be believed afterwards.
+        for marker in upload.directory.glob("*.placed"):
+            if int(marker.name.split(".", 1)[0]) > parts[-1].number:
+                marker.unlink()
+        _fsync_dir(upload.directory)
+        os.ftruncate(data, info.size)
+        os.fsync(data)
+        # The multipart etag lets a repeated completion recognise this object.
+        self._write_meta(path, info, os.fstat(data).st_ino, etag=multipart_etag(parts))
+        os.replace(upload.directory / _DATA_FILE, path)
+        _fsync_dir(path.parent)
+
+    def _assemble(
+        self,
+        path: Path,
+        info: ObjectInfo,
+        upload: _Upload,
+        parts: list[PartInfo],
+        sources: list[_Source],
+        *,
+        data: int | None,
+    ) -> None:
+        """Copy the listed parts into a new file, which is then renamed into place."""
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
             with tmp.open("xb") as out:
-                self._concatenate(handle, parts, sources, out)
+                for part, source in zip(parts, sources, strict=True):
+                    self._append(upload, part, source, data, out.fileno())
                 out.flush()
                 os.fsync(out.fileno())
                 inode = os.fstat(out.fileno()).st_ino
-            info = ObjectInfo(key=key, size=sum(part.size for part in parts), sha256=None, content_type=content_type)
-            # The multipart etag lets a repeated completion recognise this object.
             self._write_meta(path, info, inode, etag=multipart_etag(parts))
             os.replace(tmp, path)
             _fsync_dir(path.parent)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise _os_error(exc, f"assemble {key!r}") from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        # If this fails, the object is in place anyway and completing again succeeds.
-        self._remove_upload(directory)
-        return info
 
     @staticmethod
-    def _concatenate(handle: str, parts: list[PartInfo], sources: list[Path], out: IO[bytes]) -> None:
-        """Copy the parts into `out` in the kernel, checking that each still holds its size."""
-        for part, source in zip(parts, sources, strict=True):
+    def _append(upload: _Upload, part: PartInfo, source: _Source, data: int | None, out: int) -> None:
+        """Copy one part to the end of `out` in the kernel, checking that it still holds its size."""
+        if source.placed:
+            if data is None:
+                raise _part_mismatch(upload.handle, part, "was never stored")
+            copied = _copy_file(data, out, part.size, source.offset)
+        else:
             try:
-                source_file = source.open("rb")
+                source_file = source.path.open("rb")
             except FileNotFoundError as exc:
-                raise _part_mismatch(handle, part, "was never stored") from exc
+                raise _part_mismatch(upload.handle, part, "was never stored") from exc
             with source_file:
-                copied = _copy_file(source_file.fileno(), out.fileno(), part.size + 1)
-            # The part may have been replaced since its size was checked.
-            if copied != part.size:
-                raise _part_mismatch(handle, part, f"holds {copied} bytes, not {part.size}")
+                copied = _copy_file(source_file.fileno(), out, part.size + 1)
+        # A part file may have been replaced since its size was checked.
+        if copied != part.size:
+            raise _part_mismatch(upload.handle, part, f"holds {copied} bytes, not {part.size}")
 
-    def _completed_earlier(self, path: Path, key: str, parts: list[PartInfo]) -> ObjectInfo | None:
-        """The ObjectInfo of `key` if a completion of exactly `parts` wrote it, else None."""
+    def _completed_earlier_or_raise(self, path: Path, key: str, handle: str, parts: list[PartInfo]) -> ObjectInfo:
+        """The ObjectInfo of `key` if a completion of exactly `parts` wrote it; else NotFound for the upload."""
         try:
             info, meta = self._stat_with_meta(path, key)
         except NotFound:
-            return None
+            meta = None
         if meta is None or meta.get("etag") != multipart_etag(parts) or info.size != sum(p.size for p in parts):
-            return None
+            raise NotFound("multipart upload", handle)
+        # A completion that renamed `data` into place may have been interrupted before removing the upload.
+        with contextlib.suppress(NotFound):
+            self._remove_upload(self._open_upload(key, handle).directory)
         return info
 
     async def abort_multipart(self, key: str, handle: str) -> None:
@@ -466,10 +645,10 @@ class LocalObjectStore(ObjectStore):
 
     def _abort_multipart(self, key: str, handle: str) -> None:
         try:
-            directory, _ = self._open_upload(key, handle)
+            upload = self._open_upload(key, handle)
         except NotFound:
             return
-        self._remove_upload(directory)
+        self._remove_upload(upload.directory)
 
     @staticmethod
     def _remove_upload(directory: Path) -> None:

@@ -43,6 +43,7 @@ from server.core.objects.base import (
     check_handle,
     check_key,
     check_part_number,
+    check_part_size_hint,
     check_parts,
     check_range,
     multipart_etag,
@@ -309,8 +310,9 @@ class S3ObjectStore(ObjectStore):
     # wrappers of the S3 multipart API that put_object itself is built on; they
     # are unchanged across minio 7.2.x and the contract suite exercises each one.
 
-    async def create_multipart(self, key: str, *, content_type: str) -> str:
+    async def create_multipart(self, key: str, *, content_type: str, part_size: int | None = None) -> str:
         check_key(key)
+        check_part_size_hint(part_size)  # S3 needs no hint: it assembles parts without copying them
         return await self._run(self._create_multipart, key, content_type)
 
     def _create_multipart(self, key: str, content_type: str) -> str:
