@@ -106,7 +106,7 @@ def _plan(cols: tuple[ColumnDef, ...], format: str, **options: Any) -> ExportPla
 
 
 async def _export(conninfo: str, plan: ExportPlan, *, part_size: int = 64 * 1024) -> tuple[bytes, ExportOutcome]:
-    parts: list[bytes] = []
+    parts: list[memoryview] = []
     out = FileOutput(plan.compression, parts.append, lambda number: part_size)
     outcome = await asyncio.to_thread(run_export, conninfo, plan, out, threading.Event())
     data = b"".join(parts)

@@ -190,7 +190,7 @@ def test_part_sizes_grow_so_that_ten_thousand_parts_hold_terabytes() -> None:
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
 def test_file_output_hashes_counts_and_cuts_parts(compression: str) -> None:
-    parts: list[bytes] = []
+    parts: list[memoryview] = []
     out = FileOutput(compression, parts.append, lambda number: 64 * 1024)
     source = b"".join(f"{i},{uuid.UUID(int=i)}\n".encode() for i in range(50_000))
     for start in range(0, len(source), 10_000):
@@ -207,7 +207,7 @@ def test_file_output_hashes_counts_and_cuts_parts(compression: str) -> None:
 
 
 def test_an_empty_file_is_one_empty_part() -> None:
-    parts: list[bytes] = []
+    parts: list[memoryview] = []
     outcome = FileOutput("none", parts.append, lambda number: MiB).close()
     assert parts == [b""] and outcome.parts == 1 and outcome.size == 0
 

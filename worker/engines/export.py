@@ -104,11 +104,12 @@ class FileOutput:
     """Compresses, hashes and counts the file, and hands it on in parts of `part_size(n)` bytes (the last: less)."""
 
     compression: str
-    emit_part: Callable[[bytes], None]
+    emit_part: Callable[[memoryview], None]
     part_size: Callable[[int], int]
     progress: ExportProgress = field(default_factory=ExportProgress)
     _sha256: Any = field(default_factory=hashlib.sha256)
-    _buffer: bytearray = field(default_factory=bytearray)
+    _part: bytearray | None = None
+    _filled: int = 0
     _parts: int = 0
     _compressor: Any = None
     _collected: _Collector | None = None
@@ -136,33 +137,41 @@ class FileOutput:
             self._store(self._collected.take())
         elif self._compressor is not None:
             self._store(self._compressor.flush())
-        if self._buffer or self._parts == 0:  # an empty file is still one (empty) part
+        if self._filled or self._parts == 0:  # an empty file is still one (empty) part
             self._emit()
         return ExportOutcome(self.progress.rows, self.progress.bytes, self._sha256.hexdigest(), self._parts)
 
     def _store(self, data: bytes | bytearray | memoryview) -> None:
+        """Hash and count `data`, and copy it into the part being filled, handing each part on once full.
+
+        Each part is a buffer of exactly `part_size(n)` bytes, allocated once and
+        filled by slice assignment: one copy of the file in all. (Gathering into
+        a growing bytearray and cutting parts off it cost 0.17 s per 160 MiB.)
+        Exact sizes also let a store that was told the part size lay the parts
+        out in place (the local store: no copy to complete the upload).
+        """
         if not data:
             return
         self._sha256.update(data)
-        self._buffer += data
         self.progress.bytes += len(data)
-        while len(self._buffer) >= (size := self.part_size(self._parts + 1)):
-            self._emit(size)
+        with memoryview(data) as view:
+            taken = 0
+            while taken < len(view):
+                if self._part is None:
+                    self._part, self._filled = bytearray(self.part_size(self._parts + 1)), 0
+                count = min(len(view) - taken, len(self._part) - self._filled)
+                self._part[self._filled : self._filled + count] = view[taken : taken + count]
+                self._filled += count
+                taken += count
+                if self._filled == len(self._part):
+                    self._emit()
 
-    def _emit(self, size: int | None = None) -> None:
-        """Hand on the first `size` bytes (all, if None) as the next part.
-
-        Parts are cut to exactly `part_size(n)` so that a store told the part
-        size lays them out in place (the local store: no copy to complete).
-        """
-        if size is None:
-            part, self._buffer = bytes(self._buffer), bytearray()
-        else:
-            with memoryview(self._buffer) as view:
-                part = bytes(view[:size])
-            del self._buffer[:size]
+    def _emit(self) -> None:
+        """Hand on the part being filled (no copy: the consumer gets a view of its buffer)."""
+        part, filled = self._part or bytearray(), self._filled
+        self._part, self._filled = None, 0
         self._parts += 1
-        self.emit_part(part)
+        self.emit_part(memoryview(part)[:filled])
 
 
 class _Collector:

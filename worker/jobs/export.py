@@ -216,10 +216,10 @@ class _PartUploader:
         self._uploads: list[asyncio.Task[PartInfo]] = []
         self._closed = False
 
-    def emit(self, data: bytes) -> None:
+    def emit(self, data: memoryview) -> None:
         asyncio.run_coroutine_threadsafe(self._start(data), self._loop).result()
 
-    async def _start(self, data: bytes) -> None:
+    async def _start(self, data: memoryview) -> None:
         for upload in self._uploads:
             if upload.done() and upload.exception() is not None:
                 raise upload.exception()  # type: ignore[misc]
@@ -230,7 +230,7 @@ class _PartUploader:
         number = len(self._uploads) + 1
         self._uploads.append(asyncio.create_task(self._upload(number, data), name=f"export-part-{number}"))
 
-    async def _upload(self, number: int, data: bytes) -> PartInfo:
+    async def _upload(self, number: int, data: memoryview) -> PartInfo:
         try:
             part = await self._objects.upload_part(self._key, self._handle, number, data)
         finally:
