@@ -252,20 +252,29 @@ def _copy_out(conn: psycopg.Connection[Any], statement: sql.Composed) -> Iterato
 def _blocks(conn: psycopg.Connection[Any], statement: sql.Composed, size: int) -> Iterator[tuple[bytearray, int]]:
     """The messages of a COPY TO STDOUT gathered into blocks of whole rows (each message is one), with their counts.
 
-    Read through psycopg's own `Copy`, which psycopg-binary runs in C: on 1M
-    rows x 8 columns (2026-12-07, psycopg 3.3.9), 0.81-0.84 s to read to the
-    end against 0.89-0.93 s for the libpq loop of `_copy_out`.
+    The same loop as `_copy_out`, with the gathering inline rather than one
+    generator step per row (no speed difference measured on 1M rows: 1.29-1.58 s
+    of engine time against 1.29-1.38 s before, on a noisy machine).
     """
+    pgconn = _start_copy(conn, statement)
+    get_copy_data = pgconn.get_copy_data
     block = bytearray()
     rows = filled = 0
-    with conn.cursor().copy(statement) as copy:
-        for data in copy:
+    while True:
+        nbytes, data = get_copy_data(1)
+        if nbytes > 0:
             block += data
             rows += 1
-            filled += len(data)
+            filled += nbytes
             if filled >= size:
                 yield block, rows
                 block, rows, filled = bytearray(), 0, 0
+        elif nbytes == 0:
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        else:
+            break
+    _finish_copy(pgconn)
     if rows:
         yield block, rows
 
