@@ -121,12 +121,18 @@ def _placed_path(directory: Path, number: int, etag: str, size: int) -> Path:
     return directory / f"{_part_stem(number, etag)}.{size}.placed"
 
 
-def _placed_size(directory: Path, number: int, etag: str) -> int | None:
-    """The size of part `number` as placed in `data` with `etag`, or None if it was not placed so."""
-    stem = _part_stem(number, etag)
-    for marker in directory.glob(f"{stem}.*.placed"):
-        return int(marker.name[len(stem) + 1 : -len(".placed")])
-    return None
+def _placed_sizes(directory: Path) -> dict[str, int]:
+    """The size of every part placed in `data`, by its stem "<number>.<md5>": one listing of the directory."""
+    sizes = {}
+    for marker in directory.glob("*.placed"):
+        stem, size = marker.name.removesuffix(".placed").rsplit(".", 1)
+        sizes[stem] = int(size)
+    return sizes
+
+
+def _create_empty(path: Path) -> None:
+    """Create `path` as an empty file; FileExistsError if it exists."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
 def _copy_file(source: int, target: int, limit: int, offset: int = 0) -> int:
@@ -213,7 +219,7 @@ class _Upload:
     def claim_slot(self, number: int) -> bool:
         """True for the first upload of `number` only: a later one may differ, and goes to a file of its own."""
         try:
-            os.close(os.open(self.directory / f"{number}.slot", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            _create_empty(self.directory / f"{number}.slot")
         except FileExistsError:
             return False
         return True
@@ -251,8 +257,9 @@ class _Upload:
     def locate(self, parts: list[PartInfo]) -> list[_Source]:
         """Where each listed part is; FailedPrecondition unless each was stored with its etag and size."""
         sources = []
+        placed_sizes = _placed_sizes(self.directory) if self.part_size else {}
         for part in parts:
-            placed = _placed_size(self.directory, part.number, part.etag) if self.part_size else None
+            placed = placed_sizes.get(_part_stem(part.number, part.etag))
             if placed is not None and self.part_size is not None:
                 if placed != part.size:
                     raise _part_mismatch(self.handle, part, f"holds {placed} bytes, not {part.size}")
@@ -266,7 +273,7 @@ class _Upload:
                 if not self.directory.is_dir():
                     raise NotFound("multipart upload", self.handle) from exc
                 if any(self.directory.glob(f"{part.number}.*.part")) or any(
-                    self.directory.glob(f"{part.number}.*.placed")
+                    stem.startswith(f"{part.number}.") for stem in placed_sizes
                 ):
                     raise _part_mismatch(self.handle, part, f"was not stored with etag {part.etag!r}") from exc
                 raise _part_mismatch(self.handle, part, "was never stored") from exc
@@ -468,7 +475,7 @@ class LocalObjectStore(ObjectStore):
                 pass
             directory.mkdir()
             if part_size is not None:
-                os.close(os.open(directory / _DATA_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                _create_empty(directory / _DATA_FILE)
             record = {"key": key, "content_type": content_type, "part_size": part_size}
             _write_json(directory / _UPLOAD_RECORD, record)
             # The caller records the handle once this returns, so it must survive a crash.
