@@ -250,31 +250,15 @@ def _copy_out(conn: psycopg.Connection[Any], statement: sql.Composed) -> Iterato
 
 
 def _blocks(conn: psycopg.Connection[Any], statement: sql.Composed, size: int) -> Iterator[tuple[bytearray, int]]:
-    """The messages of a COPY TO STDOUT gathered into blocks of whole rows (each message is one), with their counts.
-
-    The same loop as `_copy_out`, with the gathering inline rather than one
-    generator step per row (no speed difference measured on 1M rows: 1.29-1.58 s
-    of engine time against 1.29-1.38 s before, on a noisy machine).
-    """
-    pgconn = _start_copy(conn, statement)
-    get_copy_data = pgconn.get_copy_data
+    """The messages of a COPY TO STDOUT gathered into blocks of whole rows (each message is one), with their counts."""
     block = bytearray()
-    rows = filled = 0
-    while True:
-        nbytes, data = get_copy_data(1)
-        if nbytes > 0:
-            block += data
-            rows += 1
-            filled += nbytes
-            if filled >= size:
-                yield block, rows
-                block, rows, filled = bytearray(), 0, 0
-        elif nbytes == 0:
-            select.select([pgconn.socket], [], [])
-            pgconn.consume_input()
-        else:
-            break
-    _finish_copy(pgconn)
+    rows = 0
+    for message in _copy_out(conn, statement):
+        block += message
+        rows += 1
+        if len(block) >= size:
+            yield block, rows
+            block, rows = bytearray(), 0
     if rows:
         yield block, rows
 
