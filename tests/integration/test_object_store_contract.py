@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import json
@@ -31,6 +32,7 @@ from server.core.objects import (
     PartInfo,
     S3ObjectStore,
 )
+from server.core.objects import local as local_module
 from server.core.objects._pipe import ChunkPipe
 from server.devstack import S3Endpoint, free_port
 
@@ -392,6 +394,11 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+def etag_of(store: ObjectStore, data: bytes) -> str:
+    """A part's etag as each backend computes it: S3's MD5, the local store's first half of SHA-256."""
+    return local_module.part_etag(data) if isinstance(store, LocalObjectStore) else md5_hex(data)
+
+
 async def upload_parts(store: ObjectStore, key: str, handle: str, parts: list[bytes]) -> list[PartInfo]:
     return [await store.upload_part(key, handle, number, data) for number, data in enumerate(parts, start=1)]
 
@@ -407,7 +414,7 @@ async def test_multipart_upload_assembles_the_parts_into_the_object(
     # Parts may arrive in any order, and concurrently.
     infos = await asyncio.gather(*(store.upload_part(key, handle, n, parts[n - 1]) for n in (3, 1, 2)))
     assert [(i.number, i.size, i.etag) for i in infos] == [
-        (n, len(parts[n - 1]), md5_hex(parts[n - 1])) for n in (3, 1, 2)
+        (n, len(parts[n - 1]), etag_of(store, parts[n - 1])) for n in (3, 1, 2)
     ]
     with pytest.raises(NotFound):
         await store.stat(key)  # invisible until completed
@@ -841,6 +848,67 @@ async def test_local_completion_interrupted_after_the_rename_completes_again(
         assert list((tmp_path / ".multipart").iterdir()) == []
         with pytest.raises(NotFound):
             await store.complete_multipart(key, handle, [infos[0], PartInfo(2, 101, infos[1].etag)])
+        assert await read_all(store, key) == b"".join(parts)
+
+
+def _refuse_direct_open(real: Any) -> Any:
+    def fake_open(path: Any, flags: int, *args: Any) -> int:
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "O_DIRECT refused")
+        return int(real(path, flags, *args))
+
+    return fake_open
+
+
+def _refuse_direct_write(real_open: Any, real_pwrite: Any) -> tuple[Any, Any]:
+    direct: set[int] = set()
+
+    def fake_open(path: Any, flags: int, *args: Any) -> int:
+        fd = int(real_open(path, flags, *args))
+        if flags & getattr(os, "O_DIRECT", 0):
+            direct.add(fd)
+        return fd
+
+    def fake_pwrite(fd: int, data: Any, offset: int) -> int:
+        if fd in direct:
+            direct.discard(fd)
+            raise OSError(errno.EINVAL, "direct write refused")
+        return int(real_pwrite(fd, data, offset))
+
+    return fake_open, fake_pwrite
+
+
+@pytest.mark.parametrize("way", ["direct", "open refused", "write refused", "unaligned hint"])
+async def test_local_placed_parts_are_written_directly_or_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    # Parts larger than the staging buffer (4 MiB) and a last part that is not a multiple of the alignment.
+    part_size = MIN_PART_SIZE + (1 if way == "unaligned hint" else 0)
+    parts = [random_bytes(part_size, seed=67), random_bytes(part_size, seed=68), random_bytes(4097, seed=69)]
+    calls: list[bool] = []
+    real_direct = local_module._direct_write
+
+    def spied_direct(*args: Any) -> bool:
+        calls.append(real_direct(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(local_module, "_direct_write", spied_direct)
+    if way == "open refused":
+        monkeypatch.setattr(os, "open", _refuse_direct_open(os.open))
+    elif way == "write refused":
+        fake_open, fake_pwrite = _refuse_direct_write(os.open, os.pwrite)
+        monkeypatch.setattr(os, "open", fake_open)
+        monkeypatch.setattr(os, "pwrite", fake_pwrite)
+    key = new_key()
+    async with LocalObjectStore(tmp_path) as store:
+        handle = await store.create_multipart(key, content_type=CSV, part_size=part_size)
+        infos = [await store.upload_part(key, handle, n, data) for n, data in enumerate(parts, start=1)]
+        inode = (tmp_path / ".multipart" / handle / "data").stat().st_ino
+        info = await store.complete_multipart(key, handle, infos)
+
+        assert calls == ([] if way == "unaligned hint" else [way == "direct"] * 3)
+        assert info.size == sum(map(len, parts))
+        assert (tmp_path / key).stat().st_ino == inode  # still no copy
         assert await read_all(store, key) == b"".join(parts)
 
 

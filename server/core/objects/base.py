@@ -57,7 +57,9 @@ class PartInfo:
     #: 1 to MAX_PARTS.
     number: int
     size: int
-    #: The store's entity tag of the part: hex MD5 of its bytes on both backends, without quotes.
+    #: The store's entity tag of the part, without quotes: 32 hex digits that name its bytes (equal bytes, equal
+    #: etag). S3's is their MD5; the local store's is the first half of their SHA-256, which costs less than half
+    #: as much where the CPU has SHA extensions (0.066 against 0.153 s per 112 MiB here). Opaque to callers.
     etag: str
 
 
@@ -134,7 +136,7 @@ def check_parts(parts: Sequence[PartInfo]) -> None:
 
 
 def multipart_etag(parts: Sequence[PartInfo]) -> str | None:
-    """The entity tag S3 gives the object assembled from `parts`: MD5 of the parts' binary MD5s, then `-<count>`.
+    """The entity tag S3 gives the object assembled from `parts`: MD5 of the parts' binary etags, then `-<count>`.
 
     Both backends use it to recognise an object that a previous `complete_multipart`
     of the same parts produced. None if a part's etag is not hex.
