@@ -57,9 +57,9 @@ class PartInfo:
     #: 1 to MAX_PARTS.
     number: int
     size: int
-    #: The store's entity tag of the part, without quotes: 32 hex digits that name its bytes (equal bytes, equal
-    #: etag). S3's is their MD5; the local store's is the first half of their SHA-256, which costs less than half
-    #: as much where the CPU has SHA extensions (0.066 against 0.153 s per 112 MiB here). Opaque to callers.
+    #: The store's entity tag of this upload of the part, without quotes: 32 hex digits, opaque to callers. S3's is
+    #: the part's MD5; the local store's is a random UUID per upload (hashing the bytes cost more CPU than writing
+    #: them), so two uploads of the same bytes get different etags there.
     etag: str
 
 
