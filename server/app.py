@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 
 import grpc
 import psycopg
@@ -21,11 +22,13 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from datamill.v1 import dataset_service_pb2, dataset_service_pb2_grpc, job_service_pb2, job_service_pb2_grpc
+from server.api.auth import AuthInterceptor
 from server.api.dataset_servicer import DatasetServicer
 from server.api.health import HealthReporter
 from server.api.interceptors import LoggingInterceptor
 from server.api.job_servicer import JobServicer
 from server.api.readiness import ReadinessGate
+from server.core.auth import TokenVerifier
 from server.core.errors import Unavailable
 from server.core.events import EventHub
 from server.core.exports import ExportDomain, ExportStore
@@ -33,7 +36,7 @@ from server.core.jobs import JobDomain
 from server.core.logging import configure_logging
 from server.core.migrate import apply_migrations
 from server.core.objects import open_object_store
-from server.core.settings import Settings, load_settings
+from server.core.settings import AuthMode, Settings, load_settings
 from server.core.store import JobStore
 from server.core.sweeper import Sweeper
 from server.core.uploads import UploadDomain, UploadStore
@@ -104,7 +107,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         interval=settings.health_interval_seconds,
     )
     server = grpc.aio.server(
-        interceptors=[ReadinessGate(migrated), LoggingInterceptor()],
+        interceptors=[ReadinessGate(migrated), LoggingInterceptor(), AuthInterceptor(token_verifier(settings))],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -158,9 +161,27 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         log.info("server_stopped")
 
 
+def token_verifier(settings: Settings) -> TokenVerifier | None:
+    """The bearer-token verifier, or None (and a loud warning) when authentication is off."""
+    if settings.auth is AuthMode.OFF:
+        log.warning(
+            "authentication_off",
+            message="AUTHENTICATION IS OFF: every caller is an admin of tenant 'default'. For development only; "
+            "set DATAMILL_AUTH=required and a JWT key to expose this server.",
+        )
+        return None
+    return TokenVerifier.from_settings(settings)
+
+
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
+    if settings.auth is AuthMode.REQUIRED:
+        try:
+            TokenVerifier.from_settings(settings)  # fail fast, with the variable's name, before listening
+        except ValueError as exc:
+            sys.stderr.write(f"datamill: invalid configuration\n  {exc}\n")
+            raise SystemExit(2) from None
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

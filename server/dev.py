@@ -132,6 +132,7 @@ def service_env(
             "DATAMILL_LISTEN": listen,
             "DATAMILL_OBJECT_STORE": "local",
             "DATAMILL_LOCAL_OBJECT_DIR": str(object_dir),
+            "DATAMILL_AUTH": "off",  # the embedded stack is for one developer; `extra` may turn it on
             **(extra or {}),
         }
     )

@@ -1,6 +1,8 @@
-"""Who is calling. Authentication arrives with the security work (issue 7); until
-then every caller belongs to the single tenant `default`, and every query is
-already scoped by tenant so that isolation only needs this function to change."""
+"""Who is calling: the tenant every query of an RPC is scoped by comes from here, and only from here.
+
+The authentication interceptor (server/api/auth.py) binds the caller's principal
+for the RPC's task; with authentication off it is the single tenant `default`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +10,16 @@ from typing import Any
 
 import grpc
 
-DEFAULT_TENANT = "default"
+from server.api.auth import current_principal
+from server.core.auth import DEV_PRINCIPAL, Principal
+
+DEFAULT_TENANT = DEV_PRINCIPAL.tenant
+
+
+def principal_of(context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+    del context  # the principal is bound for the RPC's task, not stored on its context
+    return current_principal()
 
 
 def tenant_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    del context
-    return DEFAULT_TENANT
+    return principal_of(context).tenant

@@ -20,6 +20,11 @@ class ObjectStoreKind(StrEnum):
     S3 = "s3"
 
 
+class AuthMode(StrEnum):
+    REQUIRED = "required"
+    OFF = "off"
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
@@ -130,6 +135,20 @@ class Settings(BaseSettings):
     @property
     def crash_points(self) -> frozenset[str]:
         return frozenset(p.strip() for p in self.test_crash_at.split(",") if p.strip())
+
+    # Authentication (server only; see server/core/auth.py)
+    auth: AuthMode = Field(
+        AuthMode.REQUIRED,
+        description="`required`: every RPC but health (and reflection) needs a bearer JWT; `off`: no checks, one "
+        "tenant `default`, every caller an admin (development only; logged loudly at start-up).",
+    )
+    jwt_secret: SecretStr = Field(SecretStr(""), description="HS256 shared secret for bearer JWTs (at least 32 bytes).")
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM file of the RS256 or ES256 public key that signs bearer JWTs."
+    )
+    jwt_issuer: str = Field("", description="Required `iss` of bearer JWTs; empty: not checked.")
+    jwt_audience: str = Field("datamill", min_length=1, description="Required `aud` of bearer JWTs.")
+    jwt_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`.")
 
     # Logs
     log_level: str = Field("info", pattern="(?i)^(debug|info|warning|error)$", description="Log level.")

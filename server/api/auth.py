@@ -1,0 +1,168 @@
+"""The authentication interceptor: each RPC's caller, its role check and its audit event.
+
+Every RPC of datamill's services needs a bearer JWT (see server/core/auth.py)
+unless authentication is off; the health service and reflection are open. The
+principal is bound for the RPC's task (`current_principal`), so `tenant_of`
+scopes every query by the token's tenant. The role an RPC needs is in
+`REQUIRED_ROLES`; a method missing there is refused, so that a new RPC cannot be
+left open by accident.
+
+Audit: every mutating RPC and every refused call logs one `audit` event with
+tenant, principal, method and outcome (the status code). Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+from grpc_status import rpc_status
+
+from server.api.errors import to_status
+from server.api.interceptors import with_behaviors
+from server.core.auth import (
+    DEV_PRINCIPAL,
+    UNAUTHENTICATED_MESSAGE,
+    AuthError,
+    Principal,
+    Role,
+    TokenVerifier,
+    bearer_token,
+)
+from server.core.errors import DatamillError, PermissionDenied, Unauthenticated
+
+log = structlog.get_logger(__name__)
+
+_OPEN_PREFIXES = ("/grpc.health", "/grpc.reflection")
+_JOBS = "/datamill.v1.JobService/"
+_DATASETS = "/datamill.v1.DatasetService/"
+
+#: The least role each RPC needs, and whether it changes anything (audited).
+REQUIRED_ROLES: dict[str, tuple[Role, bool]] = {
+    _JOBS + "Generate": (Role.EDITOR, True),
+    _JOBS + "Upload": (Role.EDITOR, True),
+    _JOBS + "Export": (Role.EDITOR, True),
+    _JOBS + "CancelJob": (Role.EDITOR, True),
+    _JOBS + "WatchJob": (Role.VIEWER, False),
+    _JOBS + "GetJob": (Role.VIEWER, False),
+    _JOBS + "ListJobs": (Role.VIEWER, False),
+    _DATASETS + "DeleteDataset": (Role.ADMIN, True),
+    _DATASETS + "GetDataset": (Role.VIEWER, False),
+    _DATASETS + "ListDatasets": (Role.VIEWER, False),
+    _DATASETS + "ReadObject": (Role.VIEWER, False),
+}
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("datamill_principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC running in this task; Unauthenticated outside an authenticated RPC (fail closed)."""
+    principal = _principal.get()
+    if principal is None:
+        raise Unauthenticated(UNAUTHENTICATED_MESSAGE, reason="UNAUTHENTICATED")
+    return principal
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates each call (or, with `verifier=None`, makes every caller DEV_PRINCIPAL) and checks its role."""
+
+    def __init__(self, verifier: TokenVerifier | None) -> None:
+        self._verifier = verifier
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(_OPEN_PREFIXES):
+            return handler
+        required, mutating = REQUIRED_ROLES.get(method, (None, True))
+
+        def admit(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Principal | None, DatamillError | None]:
+            try:
+                principal = self._authenticate(context)
+            except DatamillError as exc:
+                return None, exc
+            if required is None:
+                return principal, PermissionDenied("this method is not open to callers", reason="METHOD_NOT_ALLOWED")
+            try:
+                principal.require(required, method.rsplit("/", 1)[-1])
+            except PermissionDenied as exc:
+                return principal, exc
+            return principal, None
+
+        def audit(principal: Principal | None, context: grpc.aio.ServicerContext[Any, Any], code: str) -> None:
+            if mutating or code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                log.info(
+                    "audit",
+                    method=method,
+                    tenant=principal.tenant if principal else None,
+                    principal=principal.subject if principal else None,
+                    role=principal.role.label if principal else None,
+                    outcome=code,
+                    peer=context.peer(),
+                )
+
+        def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                principal, refusal = admit(context)
+                if refusal is not None:
+                    audit(principal, context, refusal.code.value)
+                    await context.abort_with_status(rpc_status.to_status(to_status(refusal)))
+                token = _principal.set(principal)
+                try:
+                    result = await behavior(request, context)
+                except BaseException:
+                    audit(principal, context, _code(context, failed=True))
+                    raise
+                else:
+                    audit(principal, context, _code(context))
+                    return result
+                finally:
+                    _principal.reset(token)
+
+            return wrapped
+
+        def stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                principal, refusal = admit(context)
+                if refusal is not None:
+                    audit(principal, context, refusal.code.value)
+                    await context.abort_with_status(rpc_status.to_status(to_status(refusal)))
+                token = _principal.set(principal)
+                code = "OK"
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except BaseException:
+                    code = _code(context, failed=True)
+                    raise
+                finally:
+                    _principal.reset(token)
+                    audit(principal, context, code if code != "OK" else _code(context))
+
+            return wrapped
+
+        return with_behaviors(handler, unary, stream)
+
+    def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        if self._verifier is None:
+            return DEV_PRINCIPAL
+        token = bearer_token(context.invocation_metadata())
+        try:
+            return self._verifier.verify(token)
+        except AuthError as exc:
+            log.info("auth_refused", why=str(exc), peer=context.peer())
+            raise Unauthenticated(UNAUTHENTICATED_MESSAGE, reason="UNAUTHENTICATED") from None
+
+
+def _code(context: grpc.aio.ServicerContext[Any, Any], *, failed: bool = False) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "UNKNOWN" if failed else "OK"
