@@ -58,11 +58,24 @@ CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
 ]
 
 
-def channel_credentials(*, tls: bool, root_certificates: bytes | None) -> grpc.ChannelCredentials | None:
-    """TLS credentials when asked for (a CA bundle implies TLS), else None for a plaintext channel."""
-    if not tls and root_certificates is None:
+def channel_credentials(
+    *,
+    tls: bool,
+    root_certificates: bytes | None,
+    certificate_chain: bytes | None = None,
+    private_key: bytes | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials when asked for (a CA bundle or a client certificate implies TLS), else None for plaintext.
+
+    A client certificate and its key (mTLS) go together.
+    """
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("a client certificate and its private key go together")
+    if not tls and root_certificates is None and certificate_chain is None:
         return None
-    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return grpc.ssl_channel_credentials(
+        root_certificates=root_certificates, private_key=private_key, certificate_chain=certificate_chain
+    )
 
 
 # --- enums ----------------------------------------------------------------------------------------

@@ -151,6 +151,8 @@ class AsyncClient:
         *,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = 30.0,  # noqa: ASYNC109 - the deadline of each later call, not of connect
         retry: RetryPolicy = DEFAULT_RETRY,
@@ -165,13 +167,18 @@ class AsyncClient:
             target: The server address, "host:port".
             tls: Use TLS; implied by ``root_certificates``.
             root_certificates: PEM CA bundle to trust instead of the system's.
+            certificate_chain: PEM client certificate chain, for a server that requires mTLS
+                (with ``private_key``); implies TLS.
+            private_key: PEM private key of ``certificate_chain``.
             metadata: Sent with every call, e.g. ``[("authorization", "Bearer ...")]``.
             timeout: Deadline in seconds of each unary call attempt; None for none.
                 Streams (watch, read_object) have no deadline.
             retry: Retry policy of unary calls.
             watch_retry: Reconnect policy of `watch` and `read_object`.
         """
-        credentials = rq.channel_credentials(tls=tls, root_certificates=root_certificates)
+        credentials = rq.channel_credentials(
+            tls=tls, root_certificates=root_certificates, certificate_chain=certificate_chain, private_key=private_key
+        )
         if credentials is None:
             channel = grpc.aio.insecure_channel(target, options=rq.CHANNEL_OPTIONS)
         else:

@@ -48,6 +48,8 @@ class _Settings:
     target: str
     tls: bool
     ca_cert: Path | None
+    client_cert: Path | None
+    client_key: Path | None
     token: str | None
     timeout: float
     json_output: bool
@@ -68,6 +70,8 @@ class _Settings:
                 self.target,
                 tls=self.tls,
                 root_certificates=root_certificates,
+                certificate_chain=self.client_cert.read_bytes() if self.client_cert is not None else None,
+                private_key=self.client_key.read_bytes() if self.client_key is not None else None,
                 metadata=metadata,
                 timeout=self.timeout,
             )
@@ -124,11 +128,21 @@ pass_settings = click.make_pass_decorator(_Settings)
     show_default=True,
     help="Server address, host:port (env DATAMILL_TARGET).",
 )
-@click.option("--tls", is_flag=True, help="Connect with TLS (implied by --ca-cert).")
+@click.option("--tls", is_flag=True, help="Connect with TLS (implied by --ca-cert and --client-cert).")
 @click.option(
     "--ca-cert",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM file of the CA to trust instead of the system's.",
+)
+@click.option(
+    "--client-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM client certificate chain, for a server that requires mTLS (with --client-key).",
+)
+@click.option(
+    "--client-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM private key of --client-cert.",
 )
 @click.option("--token", envvar="DATAMILL_TOKEN", help="Bearer token sent with every call (env DATAMILL_TOKEN).")
 @click.option(
@@ -146,12 +160,25 @@ def cli(
     target: str,
     tls: bool,
     ca_cert: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
     token: str | None,
     timeout: float,
     json_output: bool,
 ) -> None:
     """datamill: make, export and inspect datasets through background jobs."""
-    ctx.obj = _Settings(target=target, tls=tls, ca_cert=ca_cert, token=token, timeout=timeout, json_output=json_output)
+    if (client_cert is None) != (client_key is None):
+        raise click.UsageError("--client-cert and --client-key go together")
+    ctx.obj = _Settings(
+        target=target,
+        tls=tls,
+        ca_cert=ca_cert,
+        client_cert=client_cert,
+        client_key=client_key,
+        token=token,
+        timeout=timeout,
+        json_output=json_output,
+    )
 
 
 # --- jobs -----------------------------------------------------------------------------------------

@@ -140,13 +140,17 @@ class Client:
         *,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = 30.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         watch_retry: RetryPolicy = DEFAULT_WATCH_RETRY,
     ) -> Client:
         """Open a channel to ``target`` ("host:port"); arguments as for `AsyncClient.connect`."""
-        credentials = rq.channel_credentials(tls=tls, root_certificates=root_certificates)
+        credentials = rq.channel_credentials(
+            tls=tls, root_certificates=root_certificates, certificate_chain=certificate_chain, private_key=private_key
+        )
         if credentials is None:
             channel = grpc.insecure_channel(target, options=rq.CHANNEL_OPTIONS)
         else:

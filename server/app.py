@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -129,7 +130,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             ),
             server,
         )
-    port = server.add_insecure_port(settings.listen)
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, credentials)
     if port == 0:
         raise Unavailable(f"cannot listen on {settings.listen}")
     await health.set_all(serving=False)
@@ -173,15 +178,37 @@ def token_verifier(settings: Settings) -> TokenVerifier | None:
     return TokenVerifier.from_settings(settings)
 
 
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (mTLS with a client CA) from the configured PEM files, or None for plaintext; ValueError if unreadable."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+
+    def read(path: Path, variable: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{variable} cannot be read: {exc.strerror}") from None
+
+    chain = read(settings.tls_cert_file, "DATAMILL_TLS_CERT_FILE")
+    key = read(settings.tls_key_file, "DATAMILL_TLS_KEY_FILE")
+    client_ca = None
+    if settings.tls_client_ca_file is not None:
+        client_ca = read(settings.tls_client_ca_file, "DATAMILL_TLS_CLIENT_CA_FILE")
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
-    if settings.auth is AuthMode.REQUIRED:
-        try:
-            TokenVerifier.from_settings(settings)  # fail fast, with the variable's name, before listening
-        except ValueError as exc:
-            sys.stderr.write(f"datamill: invalid configuration\n  {exc}\n")
-            raise SystemExit(2) from None
+    try:  # fail fast, with the variable's name, before listening
+        server_credentials(settings)
+        if settings.auth is AuthMode.REQUIRED:
+            TokenVerifier.from_settings(settings)
+    except ValueError as exc:
+        sys.stderr.write(f"datamill: invalid configuration\n  {exc}\n")
+        raise SystemExit(2) from None
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

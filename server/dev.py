@@ -187,6 +187,8 @@ def run_dev(data_dir: Path, port: int, workers: int, demo: bool, rows: int) -> i
     with dev_stack(data_dir, port=port, workers=workers) as (target, env):
         console.print(f"[bold green]datamill is SERVING on {target}[/] (logs in {data_dir / 'logs'})")
         console.print(f"  export DATAMILL_TARGET={target}")
+        if env.get("DATAMILL_AUTH") == "off":
+            console.print("[bold yellow]AUTHENTICATION IS OFF[/]: every caller is an admin of tenant 'default'")
         if demo:
             return _demo(target, env["DATAMILL_DATABASE_URL"], rows, console)
         console.print("Press Ctrl-C to stop.")

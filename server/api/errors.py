@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.core.errors import ERROR_DOMAIN, Code, DatamillError, InvalidArgument
+from server.core.errors import ERROR_DOMAIN, Code, DatamillError, FieldViolation, InvalidArgument
 
 log = structlog.get_logger(__name__)
 
@@ -35,14 +36,28 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+#: Longest message, and longest ErrorInfo metadata value or field-violation description, put in a status. Errors
+#: may quote what the caller sent; a 10,000-character name quoted whole made trailers larger than gRPC's 8 KiB
+#: default, and the client saw RESOURCE_EXHAUSTED instead of the error.
+MAX_MESSAGE_CHARS = 1024
+MAX_DETAIL_CHARS = 256
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def to_status(exc: DatamillError) -> status_pb2.Status:
-    details = [_pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata))]
+    metadata = {key: _clip(value, MAX_DETAIL_CHARS) for key, value in exc.metadata.items()}
+    details = [_pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=metadata))]
     if isinstance(exc, InvalidArgument):
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=_clip(v.field, MAX_DETAIL_CHARS), description=_clip(v.description, MAX_DETAIL_CHARS)
+                        )
                         for v in exc.violations
                     ]
                 )
@@ -52,7 +67,8 @@ def to_status(exc: DatamillError) -> status_pb2.Status:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    return status_pb2.Status(code=getattr(code_pb2, exc.code.value), message=exc.message, details=details)
+    message = _clip(exc.message, MAX_MESSAGE_CHARS)
+    return status_pb2.Status(code=getattr(code_pb2, exc.code.value), message=message, details=details)
 
 
 def stored_error_to_status(error: dict[str, Any]) -> status_pb2.Status:
@@ -88,12 +104,34 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
     await context.abort_with_status(rpc_status.to_status(status))
 
 
+def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """A violation for each string field (nested and repeated too) holding a NUL, which PostgreSQL cannot store."""
+    violations = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        values = value if field.is_repeated else [value]
+        for index, item in enumerate(values):
+            where = f"{path}[{index}]" if field.is_repeated else path
+            if isinstance(item, str) and "\x00" in item:
+                violations.append(FieldViolation(where, "must not contain NUL characters"))
+            elif isinstance(item, Message):
+                violations.extend(nul_violations(item, f"{where}."))
+    return violations
+
+
+def check_text(request: object) -> None:
+    """InvalidArgument, before any work, if a string of the request holds a NUL character."""
+    if isinstance(request, Message) and (violations := nul_violations(request)):
+        raise InvalidArgument(violations)
+
+
 def unary(
     method: Callable[[Self_, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
 ) -> Callable[[Self_, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
     @functools.wraps(method)
     async def wrapper(self: Self_, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
         try:
+            check_text(request)
             return await method(self, request, context)
         except asyncio.CancelledError:
             raise
@@ -112,6 +150,7 @@ def stream(
     @functools.wraps(method)
     async def wrapper(self: Self_, request: Req, context: grpc.aio.ServicerContext[Any, Resp]) -> AsyncIterator[Resp]:
         try:
+            check_text(request)
             async for item in method(self, request, context):
                 yield item
         except asyncio.CancelledError:

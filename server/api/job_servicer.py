@@ -13,7 +13,7 @@ from datamill.v1 import job_service_pb2 as pb
 from datamill.v1 import job_service_pb2_grpc
 from server.api import convert
 from server.api.context import tenant_of
-from server.api.errors import stream, to_status, unary
+from server.api.errors import check_text, stream, to_status, unary
 from server.core.errors import FailedPrecondition, InvalidArgument
 from server.core.events import EventHub
 from server.core.exports import ExportDomain
@@ -65,6 +65,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         first = await anext(requests, None)
         if first is None or first.WhichOneof("message") != "header":
             raise InvalidArgument.single("header", "the first message of an Upload must be its header")
+        check_text(first)
         session = await self._uploads.open(tenant_of(context), convert.upload_header(first.header))
         # Acks are sent as parts commit, while chunks keep arriving: the reader runs
         # beside this generator and hands it every response, error or end.

@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     jwt_audience: str = Field("datamill", min_length=1, description="Required `aud` of bearer JWTs.")
     jwt_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`.")
 
+    # TLS (server only)
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain of the server; with the key: TLS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of the server certificate.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle: when set, clients must present a certificate it signed (mTLS)."
+    )
+
     # Logs
     log_level: str = Field("info", pattern="(?i)^(debug|info|warning|error)$", description="Log level.")
     log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
@@ -167,6 +174,12 @@ class Settings(BaseSettings):
             kind, _, phase = point.partition(":")
             if phase not in ("claimed", "midway", "before_done") or not kind.isupper():
                 raise ValueError(f"DATAMILL_TEST_CRASH_AT: {point!r} is not KIND:claimed|midway|before_done")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("DATAMILL_TLS_CERT_FILE and DATAMILL_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "DATAMILL_TLS_CLIENT_CA_FILE (mTLS) needs DATAMILL_TLS_CERT_FILE and DATAMILL_TLS_KEY_FILE"
+            )
         if self.lease_seconds < 3 * self.sweep_interval_seconds:
             raise ValueError("DATAMILL_LEASE_SECONDS must be at least 3x DATAMILL_SWEEP_INTERVAL_SECONDS")
         return self
