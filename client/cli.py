@@ -657,3 +657,78 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@cli.group()
+@click.option(
+    "--database-url",
+    envvar="DATAMILL_DATABASE_URL",
+    required=True,
+    help="PostgreSQL URL of the service (env DATAMILL_DATABASE_URL): keys are managed in the database.",
+)
+@click.pass_context
+def keys(ctx: click.Context, database_url: str) -> None:
+    """Create, list and revoke API keys (an operator's tool: it needs the service's database)."""
+    ctx.meta["datamill.database_url"] = database_url
+
+
+def _keys_connection() -> Any:
+    # Imported here: the client must work without the server's dependencies installed.
+    import psycopg  # noqa: PLC0415
+
+    return psycopg.connect(click.get_current_context().meta["datamill.database_url"], autocommit=True)
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant the key acts for.")
+@click.option("--role", type=click.Choice(["viewer", "editor", "admin"]), required=True)
+@click.option("--name", required=True, help="What the key is for, e.g. the service that uses it.")
+@pass_settings
+def create_key(settings: _Settings, tenant: str, role: str, name: str) -> None:
+    """Create a key and print it: it is shown this once, and only its salted hash is stored."""
+    from server.core.apikeys import create_key as create  # noqa: PLC0415
+
+    with _keys_connection() as conn:
+        try:
+            key, info = create(conn, tenant=tenant, role=role, name=name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    if settings.json_output:
+        render.print_json(settings.out, {"key": key, **info.to_json()})
+    else:
+        settings.out.print(key, markup=False, highlight=False)
+        settings.err.print(f"key {info.id} for tenant {tenant} as {role}: store it now, it is not shown again")
+
+
+@keys.command("list")
+@click.option("--tenant", help="Only this tenant's keys.")
+@pass_settings
+def list_keys(settings: _Settings, tenant: str | None) -> None:
+    """List keys, newest first (never their secrets)."""
+    from server.core.apikeys import list_keys as listed  # noqa: PLC0415
+
+    with _keys_connection() as conn:
+        found = listed(conn, tenant=tenant)
+    for info in found:
+        if settings.json_output:
+            render.print_json(settings.out, info.to_json())
+        else:
+            state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
+            settings.out.print(f"{info.id}  {info.tenant}  {info.role:<6}  {state:<24}  {info.name}", markup=False)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@pass_settings
+def revoke_key(settings: _Settings, key_id: str) -> None:
+    """Revoke a key by id: calls with it are refused from now on."""
+    from server.core.apikeys import revoke_key as revoke  # noqa: PLC0415
+
+    with _keys_connection() as conn:
+        info = revoke(conn, key_id)
+    if info is None:
+        raise click.ClickException(f"no API key {key_id!r}")
+    if settings.json_output:
+        render.print_json(settings.out, info.to_json())
+    else:
+        settings.out.print(f"revoked key {info.id}", markup=False)

@@ -13,6 +13,7 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -29,6 +30,7 @@ from server.api.health import HealthReporter
 from server.api.interceptors import LoggingInterceptor
 from server.api.job_servicer import JobServicer
 from server.api.readiness import ReadinessGate
+from server.core.apikeys import ApiKeyVerifier
 from server.core.auth import TokenVerifier
 from server.core.errors import Unavailable
 from server.core.events import EventHub
@@ -108,7 +110,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         interval=settings.health_interval_seconds,
     )
     server = grpc.aio.server(
-        interceptors=[ReadinessGate(migrated), LoggingInterceptor(), AuthInterceptor(token_verifier(settings))],
+        interceptors=[ReadinessGate(migrated), LoggingInterceptor(), authenticator(settings, pool)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -166,16 +168,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         log.info("server_stopped")
 
 
-def token_verifier(settings: Settings) -> TokenVerifier | None:
-    """The bearer-token verifier, or None (and a loud warning) when authentication is off."""
+def authenticator(settings: Settings, pool: AsyncConnectionPool[Any]) -> AuthInterceptor:
+    """Bearer JWTs (when a key is configured) and API keys; or nothing, loudly, when authentication is off."""
     if settings.auth is AuthMode.OFF:
         log.warning(
             "authentication_off",
             message="AUTHENTICATION IS OFF: every caller is an admin of tenant 'default'. For development only; "
-            "set DATAMILL_AUTH=required and a JWT key to expose this server.",
+            "set DATAMILL_AUTH=required to expose this server.",
         )
-        return None
-    return TokenVerifier.from_settings(settings)
+        return AuthInterceptor(enabled=False)
+    return AuthInterceptor(tokens=TokenVerifier.from_settings(settings), keys=ApiKeyVerifier(pool))
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 
 from server.api.errors import to_status
 from server.api.interceptors import with_behaviors
+from server.core.apikeys import ApiKeyVerifier, looks_like_api_key
 from server.core.auth import (
     DEV_PRINCIPAL,
     UNAUTHENTICATED_MESSAGE,
@@ -67,10 +68,13 @@ def current_principal() -> Principal:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates each call (or, with `verifier=None`, makes every caller DEV_PRINCIPAL) and checks its role."""
+    """Authenticates each call by JWT or API key (or, when not `enabled`, makes every caller DEV_PRINCIPAL) and
+    checks its role."""
 
-    def __init__(self, verifier: TokenVerifier | None) -> None:
-        self._verifier = verifier
+    def __init__(
+        self, *, enabled: bool = True, tokens: TokenVerifier | None = None, keys: ApiKeyVerifier | None = None
+    ) -> None:
+        self._enabled, self._tokens, self._keys = enabled, tokens, keys
 
     async def intercept_service(
         self,
@@ -83,9 +87,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         required, mutating = REQUIRED_ROLES.get(method, (None, True))
 
-        def admit(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Principal | None, DatamillError | None]:
+        async def admit(
+            context: grpc.aio.ServicerContext[Any, Any],
+        ) -> tuple[Principal | None, DatamillError | None]:
             try:
-                principal = self._authenticate(context)
+                principal = await self._authenticate(context)
             except DatamillError as exc:
                 return None, exc
             if required is None:
@@ -110,7 +116,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                principal, refusal = admit(context)
+                principal, refusal = await admit(context)
                 if refusal is not None:
                     audit(principal, context, refusal.code.value)
                     await context.abort_with_status(rpc_status.to_status(to_status(refusal)))
@@ -130,7 +136,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         def stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                principal, refusal = admit(context)
+                principal, refusal = await admit(context)
                 if refusal is not None:
                     audit(principal, context, refusal.code.value)
                     await context.abort_with_status(rpc_status.to_status(to_status(refusal)))
@@ -150,12 +156,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return with_behaviors(handler, unary, stream)
 
-    def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        if self._verifier is None:
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        if not self._enabled:
             return DEV_PRINCIPAL
         token = bearer_token(context.invocation_metadata())
         try:
-            return self._verifier.verify(token)
+            if looks_like_api_key(token):
+                if self._keys is None:
+                    raise AuthError("API keys are not accepted here")
+                return await self._keys.verify(token)
+            if self._tokens is None:
+                raise AuthError("no JWT key is configured")
+            return self._tokens.verify(token)
         except AuthError as exc:
             log.info("auth_refused", why=str(exc), peer=context.peer())
             raise Unauthenticated(UNAUTHENTICATED_MESSAGE, reason="UNAUTHENTICATED") from None

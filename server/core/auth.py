@@ -101,8 +101,11 @@ class TokenVerifier:
         self._issuer, self._audience, self._leeway = issuer, audience, leeway_seconds
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TokenVerifier:
-        """The verifier the settings describe; ValueError (naming the variable) if they describe none."""
+    def from_settings(cls, settings: Settings) -> TokenVerifier | None:
+        """The verifier the settings describe, None if they configure no JWT key (API keys only);
+        ValueError naming the variable if they are wrong."""
+        if not settings.jwt_secret.get_secret_value() and settings.jwt_public_key_file is None:
+            return None
         public_key = None
         if settings.jwt_public_key_file is not None:
             try:

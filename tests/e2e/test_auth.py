@@ -11,6 +11,7 @@ does not exist) for another tenant, and success otherwise.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,9 +21,11 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import Client
+from client.cli import cli
 from client.errors import DatamillError
 from server.core.auth import UNAUTHENTICATED_MESSAGE
 from tests.e2e.conftest import Stack
@@ -193,3 +196,54 @@ def test_health_needs_no_credentials_and_the_log_audits_without_secrets(secured:
             assert credential not in log
             assert credential.split(".")[2] not in log  # not even a signature
     assert SECRET not in log
+
+
+def _keys_cli(stack: Stack, *args: str) -> Any:
+    result = CliRunner().invoke(cli, ["--json", "keys", "--database-url", stack.database_url, *args])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines() if line.strip()]
+
+
+def test_api_keys_carry_their_tenant_and_role_until_revoked(secured: dict[str, Any]) -> None:
+    stack: Stack = secured["stack"]
+    [created] = _keys_cli(stack, "create", "--tenant", "acme", "--role", "viewer", "--name", "dashboard")
+    key = created["key"]
+    assert key.startswith("dmk_") and created["tenant"] == "acme" and created["role"] == "viewer"
+    [rival] = _keys_cli(stack, "create", "--tenant", "rival", "--role", "admin", "--name", "rival-ci")
+
+    with connect(stack, key) as viewer:
+        assert viewer.get_job(secured["job_id"]).id == secured["job_id"]
+        assert outcome(lambda: viewer.generate("by_key", schema=SCHEMA)) == DENIED
+    with connect(stack, rival["key"]) as other:
+        assert outcome(lambda: other.get_job(secured["job_id"])) == MISSING
+    forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    with connect(stack, forged) as impostor:
+        assert outcome(lambda: impostor.get_job(secured["job_id"])) == UNAUTH
+
+    # Only a salted hash is stored: the secret appears nowhere in the table.
+    secret = key.rsplit("_", 1)[1]
+    stored = stack.sql("SELECT tenant, role, name, encode(salt, 'hex'), encode(secret_hash, 'hex') FROM api_keys")
+    assert secret not in repr(stored) and len(stored) == 2
+    listed = _keys_cli(stack, "list", "--tenant", "acme")
+    assert [k["id"] for k in listed] == [created["id"]] and "key" not in listed[0]
+
+    [revoked] = _keys_cli(stack, "revoke", created["id"])
+    assert revoked["revoked_at"] is not None
+    with connect(stack, key) as viewer:
+        assert outcome(lambda: viewer.get_job(secured["job_id"])) == UNAUTH  # at once, not after a cache expires
+    bad = CliRunner().invoke(
+        cli,
+        [
+            "keys",
+            "--database-url",
+            stack.database_url,
+            "create",
+            "--tenant",
+            "Bad Tenant",
+            "--role",
+            "viewer",
+            "--name",
+            "x",
+        ],
+    )
+    assert bad.exit_code == 2 and "tenant must match" in bad.output

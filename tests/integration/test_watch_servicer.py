@@ -36,7 +36,7 @@ async def served(pg_conninfo: str, tmp_path: Path) -> AsyncIterator[tuple[str, E
     hub_task = asyncio.create_task(hub.run())
     await asyncio.wait_for(hub.connected.wait(), 10)
     settings = Settings(database_url=pg_conninfo, redis_url="redis://unused")
-    server = grpc.aio.server(interceptors=[AuthInterceptor(None)])  # auth off: the one tenant "default"
+    server = grpc.aio.server(interceptors=[AuthInterceptor(enabled=False)])  # auth off: the one tenant "default"
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(
             JobDomain(store, NoDispatch(), settings),
