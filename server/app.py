@@ -39,6 +39,7 @@ from server.core.jobs import JobDomain
 from server.core.logging import configure_logging
 from server.core.migrate import apply_migrations
 from server.core.objects import open_object_store
+from server.core.ratelimit import Limit, RateLimiter
 from server.core.settings import AuthMode, Settings, load_settings
 from server.core.store import JobStore
 from server.core.sweeper import Sweeper
@@ -109,8 +110,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         ],
         interval=settings.health_interval_seconds,
     )
+    limiter = rate_limiter(settings)
     server = grpc.aio.server(
-        interceptors=[ReadinessGate(migrated), LoggingInterceptor(), authenticator(settings, pool)],
+        interceptors=[ReadinessGate(migrated), LoggingInterceptor(), authenticator(settings, pool, limiter)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -163,12 +165,25 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await dispatcher.close()
+        with contextlib.suppress(Exception):
+            await limiter.close()
         await objects.close()
         await pool.close()
         log.info("server_stopped")
 
 
-def authenticator(settings: Settings, pool: AsyncConnectionPool[Any]) -> AuthInterceptor:
+def rate_limiter(settings: Settings) -> RateLimiter:
+    return RateLimiter(
+        settings.redis_url,
+        {
+            "read": Limit(settings.rate_limit_read_per_second, settings.rate_limit_read_burst),
+            "write": Limit(settings.rate_limit_write_per_second, settings.rate_limit_write_burst),
+        },
+        prefix=f"datamill:ratelimit:{settings.queue_name}",
+    )
+
+
+def authenticator(settings: Settings, pool: AsyncConnectionPool[Any], limiter: RateLimiter) -> AuthInterceptor:
     """Bearer JWTs (when a key is configured) and API keys; or nothing, loudly, when authentication is off."""
     if settings.auth is AuthMode.OFF:
         log.warning(
@@ -176,8 +191,8 @@ def authenticator(settings: Settings, pool: AsyncConnectionPool[Any]) -> AuthInt
             message="AUTHENTICATION IS OFF: every caller is an admin of tenant 'default'. For development only; "
             "set DATAMILL_AUTH=required to expose this server.",
         )
-        return AuthInterceptor(enabled=False)
-    return AuthInterceptor(tokens=TokenVerifier.from_settings(settings), keys=ApiKeyVerifier(pool))
+        return AuthInterceptor(enabled=False, limiter=limiter)
+    return AuthInterceptor(tokens=TokenVerifier.from_settings(settings), keys=ApiKeyVerifier(pool), limiter=limiter)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

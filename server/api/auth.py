@@ -7,7 +7,8 @@ scopes every query by the token's tenant. The role an RPC needs is in
 `REQUIRED_ROLES`; a method missing there is refused, so that a new RPC cannot be
 left open by accident.
 
-Audit: every mutating RPC and every refused call logs one `audit` event with
+Then the tenant's rate limit for the method's class (read or write) is taken
+(server/core/ratelimit.py). Audit: every mutating RPC and every refused call logs one `audit` event with
 tenant, principal, method and outcome (the status code). Tokens are never logged.
 """
 
@@ -33,7 +34,8 @@ from server.core.auth import (
     TokenVerifier,
     bearer_token,
 )
-from server.core.errors import DatamillError, PermissionDenied, Unauthenticated
+from server.core.errors import DatamillError, PermissionDenied, ResourceExhausted, Unauthenticated
+from server.core.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -72,9 +74,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     checks its role."""
 
     def __init__(
-        self, *, enabled: bool = True, tokens: TokenVerifier | None = None, keys: ApiKeyVerifier | None = None
+        self,
+        *,
+        enabled: bool = True,
+        tokens: TokenVerifier | None = None,
+        keys: ApiKeyVerifier | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
-        self._enabled, self._tokens, self._keys = enabled, tokens, keys
+        self._enabled, self._tokens, self._keys, self._limiter = enabled, tokens, keys, limiter
 
     async def intercept_service(
         self,
@@ -98,12 +105,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 return principal, PermissionDenied("this method is not open to callers", reason="METHOD_NOT_ALLOWED")
             try:
                 principal.require(required, method.rsplit("/", 1)[-1])
-            except PermissionDenied as exc:
+                if self._limiter is not None:
+                    await self._limiter.take(principal.tenant, "write" if mutating else "read")
+            except (PermissionDenied, ResourceExhausted) as exc:
                 return principal, exc
             return principal, None
 
         def audit(principal: Principal | None, context: grpc.aio.ServicerContext[Any, Any], code: str) -> None:
-            if mutating or code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            if mutating or code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED"):
                 log.info(
                     "audit",
                     method=method,

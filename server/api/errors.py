@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.core.errors import ERROR_DOMAIN, Code, DatamillError, FieldViolation, InvalidArgument
+from server.core.errors import ERROR_DOMAIN, Code, DatamillError, FieldViolation, InvalidArgument, ResourceExhausted
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,12 @@ def to_status(exc: DatamillError) -> status_pb2.Status:
                 )
             )
         )
+    if isinstance(exc, ResourceExhausted) and exc.quota_violations:
+        violations = [
+            error_details_pb2.QuotaFailure.Violation(subject=_clip(subject, MAX_DETAIL_CHARS), description=description)
+            for subject, description in exc.quota_violations
+        ]
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=violations)))
     if exc.retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after * 1e9))

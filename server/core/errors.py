@@ -142,6 +142,19 @@ class ResourceExhausted(DatamillError):
     reason = "RESOURCE_EXHAUSTED"
     retryable = True
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        quota_violations: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata, retry_after=retry_after)
+        #: (subject, description) of each quota exceeded, sent as google.rpc.QuotaFailure.
+        self.quota_violations = list(quota_violations)
+
 
 class Unavailable(DatamillError):
     code = Code.UNAVAILABLE

@@ -150,6 +150,16 @@ class Settings(BaseSettings):
     jwt_audience: str = Field("datamill", min_length=1, description="Required `aud` of bearer JWTs.")
     jwt_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`.")
 
+    # Rate limits (server only): a token bucket per tenant and method class, in Redis
+    rate_limit_read_per_second: float = Field(
+        1000.0, ge=0, description="Reads (Get, List, Watch, ReadObject) per second per tenant; 0: no limit."
+    )
+    rate_limit_read_burst: int = Field(2000, ge=1, description="Reads a tenant may make at once above the rate.")
+    rate_limit_write_per_second: float = Field(
+        200.0, ge=0, description="Writes (Generate, Upload, Export, Cancel, Delete) per second per tenant; 0: no limit."
+    )
+    rate_limit_write_burst: int = Field(400, ge=1, description="Writes a tenant may make at once above the rate.")
+
     # TLS (server only)
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain of the server; with the key: TLS.")
     tls_key_file: Path | None = Field(None, description="PEM private key of the server certificate.")
