@@ -12,8 +12,9 @@ from google.protobuf import timestamp_pb2
 from datamill.v1 import job_service_pb2 as pb
 from datamill.v1 import job_service_pb2_grpc
 from server.api import convert
-from server.api.context import tenant_of
+from server.api.context import principal_of, tenant_of
 from server.api.errors import check_text, stream, to_status, unary
+from server.core.auth import Role
 from server.core.errors import FailedPrecondition, InvalidArgument
 from server.core.events import EventHub
 from server.core.exports import ExportDomain
@@ -54,6 +55,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             dataset_name=request.dataset_name,
             schema=convert.schema_spec(request.schema),
             request_id=request.request_id or None,
+            created_by=principal_of(context).subject,
         )
         return pb.GenerateResponse(job=convert.job(job))
 
@@ -66,7 +68,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         if first is None or first.WhichOneof("message") != "header":
             raise InvalidArgument.single("header", "the first message of an Upload must be its header")
         check_text(first)
-        session = await self._uploads.open(tenant_of(context), convert.upload_header(first.header))
+        session = await self._uploads.open(
+            tenant_of(context), convert.upload_header(first.header), created_by=principal_of(context).subject
+        )
         # Acks are sent as parts commit, while chunks keep arriving: the reader runs
         # beside this generator and hands it every response, error or end.
         out: asyncio.Queue[pb.UploadResponse | Exception | None] = asyncio.Queue()
@@ -91,7 +95,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     @unary
     async def Export(self, request: pb.ExportRequest, context: Ctx) -> pb.ExportResponse:
-        job, _ = await self._exports.export(tenant_of(context), convert.export_request(request))
+        job, _ = await self._exports.export(
+            tenant_of(context), convert.export_request(request), created_by=principal_of(context).subject
+        )
         return pb.ExportResponse(job=convert.job(job))
 
     @unary
@@ -111,7 +117,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     @unary
     async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
-        return pb.CancelJobResponse(job=convert.job(await self._domain.cancel(tenant_of(context), request.job_id)))
+        principal = principal_of(context)
+        owner = None if principal.role >= Role.ADMIN else principal.subject  # an editor cancels only its own jobs
+        job = await self._domain.cancel(principal.tenant, request.job_id, only_if_created_by=owner)
+        return pb.CancelJobResponse(job=convert.job(job))
 
     @stream
     async def WatchJob(

@@ -404,7 +404,7 @@ class ExportDomain:
         self.store = store
         self.objects = objects
 
-    async def export(self, tenant: str, request: ExportRequestSpec) -> tuple[JobRow, bool]:
+    async def export(self, tenant: str, request: ExportRequestSpec, *, created_by: str = "") -> tuple[JobRow, bool]:
         violations = request_violations(request)
         if violations:
             raise InvalidArgument(violations)
@@ -429,6 +429,7 @@ class ExportDomain:
             progress_unit=ProgressUnit.ROWS,
             dataset_name=dataset.name,
             dataset_id=dataset.id,
+            created_by=created_by,
         )
         job, created = await self.jobs.store.create_job(new)
         if created:

@@ -18,7 +18,7 @@ import structlog
 
 from server.core import paging
 from server.core.dispatch import Dispatcher
-from server.core.errors import FieldViolation, InvalidArgument
+from server.core.errors import FieldViolation, InvalidArgument, PermissionDenied
 from server.core.models import (
     DATASET_SCHEMA,
     DatasetRow,
@@ -96,7 +96,7 @@ class JobDomain:
         self.settings = settings
 
     async def generate(
-        self, tenant: str, *, dataset_name: str, schema: SchemaSpec, request_id: str | None
+        self, tenant: str, *, dataset_name: str, schema: SchemaSpec, request_id: str | None, created_by: str = ""
     ) -> tuple[JobRow, bool]:
         violations = [
             v for v in (check_identifier(dataset_name, "dataset_name"), check_request_id(request_id)) if v is not None
@@ -135,6 +135,7 @@ class JobDomain:
             progress_total=spec.rows,
             progress_unit=ProgressUnit.ROWS,
             dataset_name=dataset_name,
+            created_by=created_by,
         )
         ranges = shard_ranges(
             spec.rows,
@@ -181,8 +182,18 @@ class JobDomain:
         token = paging.encode_token(rows[size - 1].created_at, rows[size - 1].id) if len(rows) > size else ""
         return Page(rows[:size], token)
 
-    async def cancel(self, tenant: str, job_id: str) -> JobRow:
-        job = await self.store.cancel_job(tenant, parse_job_id(job_id))
+    async def cancel(self, tenant: str, job_id: str, *, only_if_created_by: str | None = None) -> JobRow:
+        """Cancel a job of the tenant; with `only_if_created_by`, PermissionDenied unless that principal created it."""
+        parsed = parse_job_id(job_id)
+        if only_if_created_by is not None:
+            owner = (await self.store.get_job(tenant, parsed)).created_by
+            if owner != only_if_created_by:
+                raise PermissionDenied(
+                    "cancelling a job another caller created needs the admin role",
+                    reason="NOT_JOB_OWNER",
+                    metadata={"action": "CancelJob", "required_role": "admin", "role": "editor"},
+                )
+        job = await self.store.cancel_job(tenant, parsed)
         log.info("job_cancel_requested", job_id=str(job.id), state=job.state.value)
         return job
 

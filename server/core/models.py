@@ -93,6 +93,8 @@ class JobRow:
     # Only on rows read from the jobs table; snapshots leave it out.
     spec: dict[str, Any] | None = None
     request_hash: str | None = None
+    #: The subject of the principal that created the job ('' when unknown).
+    created_by: str = ""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobRow:
@@ -122,6 +124,7 @@ class JobRow:
             progress_bytes=int(row.get("progress_bytes") or 0),
             spec=row.get("spec"),
             request_hash=row.get("request_hash"),
+            created_by=row.get("created_by") or "",
         )
 
     from_snapshot = from_row
@@ -191,6 +194,8 @@ class NewJob:
     progress_unit: ProgressUnit
     dataset_name: str = ""
     dataset_id: uuid.UUID | None = None
+    #: The principal (its subject) on whose behalf the job runs; shards inherit it.
+    created_by: str = ""
     # A sharded Generate: its shards, created with it (each with its own row range in spec).
     shards: tuple[NewJob, ...] = ()
 

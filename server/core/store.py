@@ -447,6 +447,7 @@ def _job_params(
         "max_attempts": new.max_attempts,
         "parent_id": parent_id,
         "shard_count": len(new.shards),
+        "created_by": new.created_by,
     }
 
 

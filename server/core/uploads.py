@@ -134,6 +134,7 @@ class UploadRow:
     job_id: uuid.UUID | None
     error: dict[str, Any] | None
     expires_at: datetime
+    created_by: str = ""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> UploadRow:
@@ -155,6 +156,7 @@ class UploadRow:
             job_id=row["job_id"],
             error=row["error"],
             expires_at=row["expires_at"],
+            created_by=row.get("created_by") or "",
         )
 
 
@@ -307,7 +309,7 @@ class UploadDomain:
         self.objects = objects
         self.settings = settings
 
-    async def open(self, tenant: str, header: UploadHeaderSpec) -> UploadSession:
+    async def open(self, tenant: str, header: UploadHeaderSpec, *, created_by: str = "") -> UploadSession:
         """A session on a new or resumed upload. Raises before any byte is stored if the header is bad."""
         if header.upload_id:
             try:
@@ -346,6 +348,7 @@ class UploadDomain:
                     "part_size": part_size,
                     "sha256_state": PySha256().serialize(),
                     "ttl_seconds": self.settings.upload_ttl_seconds,
+                    "created_by": created_by,
                 }
             )
         except BaseException:
@@ -443,6 +446,7 @@ class UploadDomain:
             progress_total=size,
             progress_unit=ProgressUnit.BYTES,
             dataset_name=header.dataset_name,
+            created_by=upload.created_by,
         )
         dataset = NewDataset(
             id=dataset_id, name=header.dataset_name, table_name=dataset_table_name(dataset_id), columns=columns

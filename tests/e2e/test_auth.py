@@ -37,9 +37,17 @@ SCHEMA = {"fields": [{"name": "n", "type": "integer", "params": {"min": 1, "max"
 OK, UNAUTH, DENIED, MISSING = "OK", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND"
 
 
-def token(*, tenant: str = "acme", role: str = "editor", audience: str = AUDIENCE, expires_in: int = 300) -> str:
+def token(
+    *, tenant: str = "acme", role: str = "editor", audience: str = AUDIENCE, expires_in: int = 300, sub: str = ""
+) -> str:
     now = int(time.time())
-    claims = {"sub": f"{role}@{tenant}", "tenant": tenant, "role": role, "aud": audience, "exp": now + expires_in}
+    claims = {
+        "sub": sub or f"{role}@{tenant}",
+        "tenant": tenant,
+        "role": role,
+        "aud": audience,
+        "exp": now + expires_in,
+    }
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
@@ -100,7 +108,8 @@ def outcome(call: Callable[[], object]) -> str:
         if exc.code is grpc.StatusCode.UNAUTHENTICATED and detail != (UNAUTHENTICATED_MESSAGE, "UNAUTHENTICATED", {}):
             return f"UNAUTHENTICATED with details {detail}"  # one message for every cause, nothing more
         if exc.code is grpc.StatusCode.PERMISSION_DENIED and (
-            exc.reason != "ROLE_REQUIRED" or set(exc.metadata) != {"action", "required_role", "role"}
+            exc.reason not in ("ROLE_REQUIRED", "NOT_JOB_OWNER")
+            or set(exc.metadata) != {"action", "required_role", "role"}
         ):
             return f"PERMISSION_DENIED without its ErrorInfo {detail}"
         return exc.code.name
@@ -126,7 +135,8 @@ RPCS: dict[str, tuple[dict[str, str], Callable[[Client, dict[str, Any], Path], o
     "Export": (expected("editor"), lambda c, r, t: c.export("shared", format="jsonl")),
     "GetJob": (expected("viewer"), lambda c, r, t: c.get_job(r["job_id"])),
     "WatchJob": (expected("viewer"), lambda c, r, t: list(c.watch(r["job_id"]))),
-    "CancelJob": (expected("editor"), lambda c, r, t: c.cancel_job(r["job_id"])),
+    # The job was created by the admin: an editor may cancel only its own (see the test below).
+    "CancelJob": (expected("admin"), lambda c, r, t: c.cancel_job(r["job_id"])),
     "GetDataset": (expected("viewer"), lambda c, r, t: c.get_dataset("shared")),
     "ReadObject": (expected("viewer"), lambda c, r, t: b"".join(c.read_object(r["object_key"]))),
     "ListJobs": (expected("viewer", scoped=False), lambda c, r, t: c.list_jobs()),
@@ -247,3 +257,20 @@ def test_api_keys_carry_their_tenant_and_role_until_revoked(secured: dict[str, A
         ],
     )
     assert bad.exit_code == 2 and "tenant must match" in bad.output
+
+
+def test_an_editor_cancels_its_own_jobs_and_an_admin_any(secured: dict[str, Any]) -> None:
+    stack: Stack = secured["stack"]
+    another_editor = token(role="editor", sub="someone-else")
+    big = {**SCHEMA, "rows": 5_000_000}  # still running when cancelled
+    with connect(stack, CALLERS["editor"]) as editor, connect(stack, another_editor) as other:
+        mine = editor.generate(_name("mine"), schema=big)
+        assert outcome(lambda: other.cancel_job(mine.id)) == DENIED  # same tenant and role, not the creator
+        assert editor.cancel_job(mine.id).id == mine.id
+        assert editor.wait(mine.id).state == 5  # CANCELLED
+        theirs = other.generate(_name("theirs"), schema=big)
+    with connect(stack, CALLERS["admin"]) as admin:
+        assert admin.cancel_job(theirs.id).id == theirs.id
+        assert admin.wait(theirs.id).state == 5
+    rows = stack.sql("SELECT created_by FROM jobs WHERE id = %s", mine.id)
+    assert rows == [("editor@acme",)]

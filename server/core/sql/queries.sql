@@ -4,10 +4,11 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, tenant, kind, state, request_id, request_hash, dataset_id, dataset_name,
-                  spec, progress_total, progress_unit, max_attempts, dispatched_at, parent_id, shard_count)
+                  spec, progress_total, progress_unit, max_attempts, dispatched_at, parent_id, shard_count,
+                  created_by)
 VALUES (%(id)s, %(tenant)s, %(kind)s, 'QUEUED', %(request_id)s, %(request_hash)s, %(dataset_id)s,
         %(dataset_name)s, %(spec)s, %(progress_total)s, %(progress_unit)s, %(max_attempts)s, now(),
-        %(parent_id)s, %(shard_count)s)
+        %(parent_id)s, %(shard_count)s, %(created_by)s)
 ON CONFLICT ON CONSTRAINT jobs_tenant_request_id_key DO NOTHING
 RETURNING *;
 

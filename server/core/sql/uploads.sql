@@ -3,10 +3,10 @@
 
 -- name: insert_upload
 INSERT INTO uploads (id, tenant, state, request_id, request_hash, header, dataset_name, object_key,
-                     multipart_handle, part_size, sha256_state, expires_at)
+                     multipart_handle, part_size, sha256_state, expires_at, created_by)
 VALUES (%(id)s, %(tenant)s, 'OPEN', %(request_id)s, %(request_hash)s, %(header)s, %(dataset_name)s,
         %(object_key)s, %(multipart_handle)s, %(part_size)s, %(sha256_state)s,
-        now() + make_interval(secs => %(ttl_seconds)s))
+        now() + make_interval(secs => %(ttl_seconds)s), %(created_by)s)
 ON CONFLICT ON CONSTRAINT uploads_tenant_request_id_key DO NOTHING
 RETURNING *;
 
