@@ -20,10 +20,9 @@ from typing import Any
 
 import grpc
 import structlog
-from grpc_status import rpc_status
 
-from server.api.errors import to_status
-from server.api.interceptors import with_behaviors
+from server.api.errors import abort
+from server.api.interceptors import OPEN_PREFIXES, status_name, with_behaviors
 from server.core.apikeys import ApiKeyVerifier, looks_like_api_key
 from server.core.auth import (
     DEV_PRINCIPAL,
@@ -39,7 +38,6 @@ from server.core.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
 
-_OPEN_PREFIXES = ("/grpc.health", "/grpc.reflection")
 _JOBS = "/datamill.v1.JobService/"
 _DATASETS = "/datamill.v1.DatasetService/"
 
@@ -90,7 +88,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(_OPEN_PREFIXES):
+        if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         required, mutating = REQUIRED_ROLES.get(method, (None, True))
 
@@ -128,15 +126,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 principal, refusal = await admit(context)
                 if refusal is not None:
                     audit(principal, context, refusal.code.value)
-                    await context.abort_with_status(rpc_status.to_status(to_status(refusal)))
+                    await abort(context, refusal)
                 token = _principal.set(principal)
                 try:
                     result = await behavior(request, context)
                 except BaseException:
-                    audit(principal, context, _code(context, failed=True))
+                    audit(principal, context, status_name(context, failed=True))
                     raise
                 else:
-                    audit(principal, context, _code(context))
+                    audit(principal, context, status_name(context))
                     return result
                 finally:
                     _principal.reset(token)
@@ -148,18 +146,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 principal, refusal = await admit(context)
                 if refusal is not None:
                     audit(principal, context, refusal.code.value)
-                    await context.abort_with_status(rpc_status.to_status(to_status(refusal)))
+                    await abort(context, refusal)
                 token = _principal.set(principal)
                 code = "OK"
                 try:
                     async for item in behavior(request, context):
                         yield item
                 except BaseException:
-                    code = _code(context, failed=True)
+                    code = status_name(context, failed=True)
                     raise
                 finally:
                     _principal.reset(token)
-                    audit(principal, context, code if code != "OK" else _code(context))
+                    audit(principal, context, code if code != "OK" else status_name(context))
 
             return wrapped
 
@@ -180,10 +178,3 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except AuthError as exc:
             log.info("auth_refused", why=str(exc), peer=context.peer())
             raise Unauthenticated(UNAUTHENTICATED_MESSAGE, reason="UNAUTHENTICATED") from None
-
-
-def _code(context: grpc.aio.ServicerContext[Any, Any], *, failed: bool = False) -> str:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    return "UNKNOWN" if failed else "OK"

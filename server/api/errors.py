@@ -65,7 +65,9 @@ def to_status(exc: DatamillError) -> status_pb2.Status:
         )
     if isinstance(exc, ResourceExhausted) and exc.quota_violations:
         violations = [
-            error_details_pb2.QuotaFailure.Violation(subject=_clip(subject, MAX_DETAIL_CHARS), description=description)
+            error_details_pb2.QuotaFailure.Violation(
+                subject=_clip(subject, MAX_DETAIL_CHARS), description=_clip(description, MAX_DETAIL_CHARS)
+            )
             for subject, description in exc.quota_violations
         ]
         details.append(_pack(error_details_pb2.QuotaFailure(violations=violations)))
@@ -100,7 +102,8 @@ def _internal() -> status_pb2.Status:
     )
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    """End the RPC with `exc` as a google.rpc status (INTERNAL, logged with its traceback, for an unexpected one)."""
     if isinstance(exc, DatamillError):
         log.info("rpc_error", code=exc.code.value, reason=exc.reason, message=exc.message)
         status = to_status(exc)
@@ -144,7 +147,7 @@ def unary(
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # the single place errors become statuses
-            await _abort(context, exc)
+            await abort(context, exc)
             raise AssertionError("unreachable: abort raises") from exc
 
     return wrapper
@@ -164,6 +167,6 @@ def stream(
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001  # the single place errors become statuses
-            await _abort(context, exc)
+            await abort(context, exc)
 
     return wrapper

@@ -13,6 +13,8 @@ import structlog
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
+#: Methods every interceptor lets through untouched: health (for probes) and reflection.
+OPEN_PREFIXES = ("/grpc.health", "/grpc.reflection")
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -22,9 +24,12 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return uuid.uuid4().hex
 
 
-def _code(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def status_name(context: grpc.aio.ServicerContext[Any, Any], *, failed: bool = False) -> str:
+    """The status code the RPC ended with; with none set, OK (or UNKNOWN if the handler raised)."""
     code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "UNKNOWN" if failed else "OK"
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
@@ -39,7 +44,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        if method.startswith(("/grpc.health", "/grpc.reflection")):
+        if method.startswith(OPEN_PREFIXES):
             return handler
 
         def unary_wrapper(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -49,7 +54,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                     try:
                         return await behavior(request, context)
                     finally:
-                        log.info("rpc", code=_code(context), ms=round((time.perf_counter() - start) * 1000, 2))
+                        log.info("rpc", code=status_name(context), ms=round((time.perf_counter() - start) * 1000, 2))
 
             return wrapped
 
@@ -61,7 +66,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                         async for item in behavior(request, context):
                             yield item
                     finally:
-                        log.info("rpc", code=_code(context), ms=round((time.perf_counter() - start) * 1000, 2))
+                        log.info("rpc", code=status_name(context), ms=round((time.perf_counter() - start) * 1000, 2))
 
             return wrapped
 

@@ -15,10 +15,8 @@ import grpc
 from grpc_status import rpc_status
 
 from server.api.errors import to_status
-from server.api.interceptors import with_behaviors
+from server.api.interceptors import OPEN_PREFIXES, with_behaviors
 from server.core.errors import Unavailable
-
-_OPEN_PREFIXES = ("/grpc.health", "/grpc.reflection")
 
 
 class ReadinessGate(grpc.aio.ServerInterceptor):
@@ -31,7 +29,7 @@ class ReadinessGate(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or self._ready.is_set() or handler_call_details.method.startswith(_OPEN_PREFIXES):
+        if handler is None or self._ready.is_set() or handler_call_details.method.startswith(OPEN_PREFIXES):
             return handler
         status = rpc_status.to_status(
             to_status(Unavailable("the server is starting", reason="STARTING", retry_after=1.0))

@@ -121,10 +121,8 @@ class ApiKeyVerifier:
         if row is None:
             _hash(b"\0" * 16, secret)  # the same work as for a known key
             raise AuthError("unknown API key")
-        fields = row.values() if isinstance(row, dict) else row
-        tenant, role, salt, secret_hash, revoked_at = fields
-        if not hmac.compare_digest(_hash(bytes(salt), secret), bytes(secret_hash)):
+        if not hmac.compare_digest(_hash(bytes(row["salt"]), secret), bytes(row["secret_hash"])):
             raise AuthError("API key secret does not match")
-        if revoked_at is not None:
+        if row["revoked_at"] is not None:
             raise AuthError("API key revoked")
-        return Principal(subject=f"key:{key_id.hex}", tenant=tenant, role=Role[role.upper()])
+        return Principal(subject=f"key:{key_id.hex}", tenant=row["tenant"], role=Role[row["role"].upper()])
