@@ -1,8 +1,11 @@
 """Who is calling, and what they may do: bearer JWTs checked into a `Principal`.
 
-A token is a JWT signed with HS256 (`DATAMILL_JWT_SECRET`) or with RS256/ES256
-(`DATAMILL_JWT_PUBLIC_KEY_FILE`). Its `exp`, `nbf`, `iss` (when configured) and
-`aud` are checked with a small clock-skew allowance, and it must carry:
+A token is a JWT signed with HS256 (`DATAMILL_JWT_SECRET`), with RS256/ES256
+(`DATAMILL_JWT_PUBLIC_KEY_FILE`), or with any RS256/ES256 key of a JWKS file
+(`DATAMILL_JWT_JWKS_FILE`) named by the token's `kid`. A JWKS file is read again
+when a token names a `kid` it does not hold and the file has changed, so keys
+rotate without a restart. Its `exp`, `nbf`, `iss` (when configured) and `aud`
+are checked with a small clock-skew allowance, and it must carry:
 
 - `sub`: the principal (a service or a person), for the audit log;
 - `tenant`: the tenant every resource of the call belongs to;
@@ -15,12 +18,17 @@ logged on the server (never the token).
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+import time
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jwt
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -29,12 +37,18 @@ from server.core.errors import PermissionDenied, Unauthenticated
 if TYPE_CHECKING:
     from server.core.settings import Settings
 
+log = structlog.get_logger(__name__)
+
 #: What every credential failure says: the same for missing, malformed, expired, forged or misaddressed.
 UNAUTHENTICATED_MESSAGE = "missing or invalid credentials"
 #: A tenant names a directory of objects and a scope of rows: short, lower-case, no separators.
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MAX_SUBJECT_LENGTH = 256
 MIN_SECRET_BYTES = 32
+#: Algorithms a JWKS key may have: public-key ones only (a shared secret does not belong in a key set file).
+JWKS_ALGORITHMS = frozenset({"RS256", "ES256"})
+#: A token with an unknown `kid` re-reads a changed JWKS file at most this often.
+JWKS_RELOAD_INTERVAL_SECONDS = 1.0
 
 
 class Role(IntEnum):
@@ -81,12 +95,15 @@ class TokenVerifier:
         *,
         secret: bytes = b"",
         public_key: Any = None,
+        jwks: JwksFile | None = None,
         issuer: str = "",
         audience: str,
         leeway_seconds: float = 30.0,
     ) -> None:
-        if not secret and public_key is None:
-            raise ValueError("authentication needs DATAMILL_JWT_SECRET or DATAMILL_JWT_PUBLIC_KEY_FILE")
+        if not secret and public_key is None and jwks is None:
+            raise ValueError(
+                "authentication needs DATAMILL_JWT_SECRET, DATAMILL_JWT_PUBLIC_KEY_FILE or DATAMILL_JWT_JWKS_FILE"
+            )
         if secret and len(secret) < MIN_SECRET_BYTES:
             raise ValueError(f"DATAMILL_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
         self._keys: dict[str, Any] = {}
@@ -98,13 +115,18 @@ class TokenVerifier:
             self._keys["ES256"] = public_key
         elif public_key is not None:
             raise ValueError("DATAMILL_JWT_PUBLIC_KEY_FILE must hold an RSA (RS256) or EC (ES256) public key")
+        self._jwks = jwks
         self._issuer, self._audience, self._leeway = issuer, audience, leeway_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier | None:
         """The verifier the settings describe, None if they configure no JWT key (API keys only);
         ValueError naming the variable if they are wrong."""
-        if not settings.jwt_secret.get_secret_value() and settings.jwt_public_key_file is None:
+        if (
+            not settings.jwt_secret.get_secret_value()
+            and settings.jwt_public_key_file is None
+            and settings.jwt_jwks_file is None
+        ):
             return None
         public_key = None
         if settings.jwt_public_key_file is not None:
@@ -119,6 +141,7 @@ class TokenVerifier:
         return cls(
             secret=settings.jwt_secret.get_secret_value().encode(),
             public_key=public_key,
+            jwks=JwksFile(settings.jwt_jwks_file) if settings.jwt_jwks_file is not None else None,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             leeway_seconds=settings.jwt_leeway_seconds,
@@ -127,10 +150,16 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         """The token's principal; AuthError saying why not."""
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise AuthError(f"malformed token: {exc}") from None
-        key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if kid is not None and self._jwks is not None:
+            key, key_algorithm = self._jwks.key(kid)
+            if algorithm != key_algorithm:  # a kid's key verifies only its own algorithm
+                raise AuthError(f"algorithm {algorithm!r} does not match key {kid!r} ({key_algorithm})")
+        else:
+            key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
         # Refuses "none", and HS256 "signed" with a public key as its secret (algorithm confusion).
         if key is None or not isinstance(algorithm, str):
             raise AuthError(f"algorithm {algorithm!r} is not accepted")
@@ -147,6 +176,81 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"{type(exc).__name__}: {exc}") from None
         return _principal(claims)
+
+
+class JwksFile:
+    """The public keys of a JWKS file (`{"keys": [...]}`) by `kid`, re-read when it changes.
+
+    Every key needs a `kid` and must be RSA (RS256) or EC P-256 (ES256); a file
+    that breaks either rule is refused whole, at start-up or at a reload (a failed
+    reload keeps the keys already loaded, and says why in the log).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        self._mtime, self._keys = self._load()
+
+    def key(self, kid: Any) -> tuple[Any, str]:
+        """(key, algorithm) of the kid; AuthError if the file holds no such key (after a re-read if it changed)."""
+        if not isinstance(kid, str):
+            raise AuthError("kid is not a string")
+        found = self._keys.get(kid)
+        if found is None and self._reload():
+            found = self._keys.get(kid)
+        if found is None:
+            raise AuthError(f"kid {kid[:64]!r} is not in DATAMILL_JWT_JWKS_FILE")
+        return found
+
+    def _reload(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked < JWKS_RELOAD_INTERVAL_SECONDS:
+                return False
+            self._checked = now
+            try:
+                if self.path.stat().st_mtime_ns == self._mtime:
+                    return False
+                self._mtime, self._keys = self._load()
+            except ValueError as exc:
+                _log_reload_failure(str(exc))
+                return False
+            except OSError as exc:
+                _log_reload_failure(f"DATAMILL_JWT_JWKS_FILE cannot be read: {exc.strerror}")
+                return False
+            return True
+
+    def _load(self) -> tuple[int, dict[str, tuple[Any, str]]]:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+            document = json.loads(self.path.read_bytes())
+        except OSError as exc:
+            raise ValueError(f"DATAMILL_JWT_JWKS_FILE cannot be read: {exc.strerror}") from None
+        except ValueError:
+            raise ValueError("DATAMILL_JWT_JWKS_FILE is not JSON") from None
+        entries = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise ValueError('DATAMILL_JWT_JWKS_FILE holds no {"keys": [...]} list')
+        keys: dict[str, tuple[Any, str]] = {}
+        for number, entry in enumerate(entries):
+            kid = entry.get("kid") if isinstance(entry, dict) else None
+            if not isinstance(kid, str) or not kid:
+                raise ValueError(f"DATAMILL_JWT_JWKS_FILE: key {number} has no kid")
+            try:
+                jwk = jwt.PyJWK(entry)
+            except jwt.PyJWTError as exc:
+                raise ValueError(f"DATAMILL_JWT_JWKS_FILE: key {kid!r} is not usable: {exc}") from None
+            if jwk.algorithm_name not in JWKS_ALGORITHMS or entry.get("d") is not None:
+                raise ValueError(f"DATAMILL_JWT_JWKS_FILE: key {kid!r} is not an RS256 or ES256 public key")
+            if kid in keys:
+                raise ValueError(f"DATAMILL_JWT_JWKS_FILE: kid {kid!r} appears twice")
+            keys[kid] = (jwk.key, jwk.algorithm_name)
+        return mtime, keys
+
+
+def _log_reload_failure(reason: str) -> None:
+    log.warning("jwks_reload_failed", reason=reason)
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

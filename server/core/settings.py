@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     jwt_public_key_file: Path | None = Field(
         None, description="PEM file of the RS256 or ES256 public key that signs bearer JWTs."
     )
+    jwt_jwks_file: Path | None = Field(
+        None,
+        description='JWKS file (`{"keys": [...]}`) of RS256/ES256 public keys, chosen by the token\'s `kid`; '
+        "re-read when it changes.",
+    )
     jwt_issuer: str = Field("", description="Required `iss` of bearer JWTs; empty: not checked.")
     jwt_audience: str = Field("datamill", min_length=1, description="Required `aud` of bearer JWTs.")
     jwt_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`.")

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ def test_public_key_tokens_from_a_pem_file(tmp_path: Path, algorithm: str, make_
 
 def test_a_verifier_needs_a_key_and_a_long_enough_secret(tmp_path: Path) -> None:
     assert TokenVerifier.from_settings(Settings(database_url="x", redis_url="redis://x")) is None  # API keys only
-    with pytest.raises(ValueError, match="DATAMILL_JWT_SECRET or DATAMILL_JWT_PUBLIC_KEY_FILE"):
+    with pytest.raises(ValueError, match="DATAMILL_JWT_SECRET, DATAMILL_JWT_PUBLIC_KEY_FILE or DATAMILL_JWT_JWKS_FILE"):
         TokenVerifier(audience=AUDIENCE)
     with pytest.raises(ValueError, match="at least 32 bytes"):
         TokenVerifier.from_settings(Settings(database_url="x", redis_url="redis://x", jwt_secret="short"))
@@ -187,3 +188,79 @@ def test_every_rpc_has_a_required_role() -> None:
         for method in service.methods
     }
     assert methods == set(REQUIRED_ROLES)
+
+
+def _jwk(private: Any, kid: str) -> dict[str, Any]:
+    algorithm = jwt.algorithms.RSAAlgorithm if isinstance(private, rsa.RSAPrivateKey) else jwt.algorithms.ECAlgorithm
+    return {**json.loads(algorithm.to_jwk(private.public_key())), "kid": kid}
+
+
+def test_jwks_keys_are_chosen_by_kid_and_rotate_without_a_restart(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr("server.core.auth.JWKS_RELOAD_INTERVAL_SECONDS", 0.0)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key, rotated = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [_jwk(rsa_key, "r1"), _jwk(ec_key, "e1")]}))
+    verifier = TokenVerifier.from_settings(Settings(database_url="x", redis_url="redis://x", jwt_jwks_file=jwks))
+    assert verifier is not None
+
+    def token(private: Any, algorithm: str, kid: str | None) -> str:
+        return jwt.encode(claims(role="editor"), private, algorithm=algorithm, headers={"kid": kid} if kid else None)
+
+    assert verifier.verify(token(rsa_key, "RS256", "r1")).role is Role.EDITOR
+    assert verifier.verify(token(ec_key, "ES256", "e1")).tenant == "acme"
+    refused = [
+        token(ec_key, "ES256", "r1"),  # the kid's key is RSA: another algorithm is not tried with it
+        token(rsa_key, "RS256", "e1"),
+        token(ec_key, "ES256", None),  # no kid, and no PEM key is configured
+        token(rotated, "ES256", "e2"),  # not (yet) in the file
+        token(rotated, "ES256", "e1"),  # right kid, wrong key
+        jwt.encode(claims(), "", algorithm="none", headers={"kid": "e1"}),
+    ]
+    for bad in refused:
+        with pytest.raises(AuthError):
+            verifier.verify(bad)
+
+    # The identity provider adds a key: the first token naming it makes the verifier read the file again.
+    jwks.write_text(json.dumps({"keys": [_jwk(rsa_key, "r1"), _jwk(ec_key, "e1"), _jwk(rotated, "e2")]}))
+    os.utime(jwks, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert verifier.verify(token(rotated, "ES256", "e2")).role is Role.EDITOR
+    # A broken rewrite keeps the keys already loaded.
+    jwks.write_text("{not json")
+    os.utime(jwks, ns=(time.time_ns() + 2 * 10**9, time.time_ns() + 2 * 10**9))
+    with pytest.raises(AuthError):
+        verifier.verify(token(rsa_key, "RS256", "r9"))
+    assert verifier.verify(token(rsa_key, "RS256", "r1")).role is Role.EDITOR
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("[]", "no"),
+        ('{"keys": []}', "no"),
+        ("{oops", "not JSON"),
+        ('{"keys": [{"kty": "RSA"}]}', "has no kid"),
+        ('{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}', "not an RS256 or ES256 public key"),
+        ('{"keys": [{"kty": "RSA", "kid": "x", "n": "AQAB"}]}', "not usable"),
+    ],
+)
+def test_a_bad_jwks_file_is_refused_at_start_up(tmp_path: Path, document: str, message: str) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(document)
+    with pytest.raises(ValueError, match=message):
+        TokenVerifier.from_settings(Settings(database_url="x", redis_url="redis://x", jwt_jwks_file=jwks))
+    with pytest.raises(ValueError, match="cannot be read"):
+        TokenVerifier.from_settings(
+            Settings(database_url="x", redis_url="redis://x", jwt_jwks_file=tmp_path / "missing.json")
+        )
+
+
+def test_a_jwks_file_refuses_private_keys_and_duplicate_kids(tmp_path: Path) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private)) | {"kid": "p"}]}))
+    with pytest.raises(ValueError, match="not an RS256 or ES256 public key"):
+        TokenVerifier.from_settings(Settings(database_url="x", redis_url="redis://x", jwt_jwks_file=jwks))
+    jwks.write_text(json.dumps({"keys": [_jwk(private, "k"), _jwk(private, "k")]}))
+    with pytest.raises(ValueError, match="appears twice"):
+        TokenVerifier.from_settings(Settings(database_url="x", redis_url="redis://x", jwt_jwks_file=jwks))
