@@ -214,10 +214,10 @@ class JwksFile:
                     return False
                 self._mtime, self._keys = self._load()
             except ValueError as exc:
-                _log_reload_failure(str(exc))
+                log.warning("jwks_reload_failed", reason=str(exc))
                 return False
             except OSError as exc:
-                _log_reload_failure(f"DATAMILL_JWT_JWKS_FILE cannot be read: {exc.strerror}")
+                log.warning("jwks_reload_failed", reason=f"DATAMILL_JWT_JWKS_FILE cannot be read: {exc.strerror}")
                 return False
             return True
 
@@ -247,10 +247,6 @@ class JwksFile:
                 raise ValueError(f"DATAMILL_JWT_JWKS_FILE: kid {kid!r} appears twice")
             keys[kid] = (jwk.key, jwk.algorithm_name)
         return mtime, keys
-
-
-def _log_reload_failure(reason: str) -> None:
-    log.warning("jwks_reload_failed", reason=reason)
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
