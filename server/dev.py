@@ -158,13 +158,17 @@ def worker_process(
 @contextlib.contextmanager
 def dev_stack(data_dir: Path, *, port: int, workers: int) -> Iterator[tuple[str, dict[str, str]]]:
     """Run the embedded services, the server and the workers; yield (target, env)."""
-    from server.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: PLC0415  # needs the embedded extra
+    from server.devstack import (  # noqa: PLC0415  # needs the embedded extra
+        EmbeddedPostgres,
+        EmbeddedRedis,
+        create_owned_database,
+    )
 
     data_dir.mkdir(parents=True, exist_ok=True)
     target = f"127.0.0.1:{port}"
     with EmbeddedPostgres(data_dir / "postgres") as pg, EmbeddedRedis(data_dir / "redis") as redis:
         env = service_env(
-            database_url=pg.conninfo,
+            database_url=create_owned_database(pg.conninfo, "datamill", exist_ok=True),
             redis_url=redis.url,
             listen=target,
             object_dir=data_dir / "objects",

@@ -31,9 +31,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import psycopg
 import urllib3
 from minio import Minio
 from minio.error import MinioException
+from psycopg import sql as psql
+from psycopg.conninfo import make_conninfo
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -180,6 +183,35 @@ class EmbeddedPostgres(_Service):
         server, self._server = self._server, None
         if server is not None:
             server.__exit__(None, None, None)
+
+
+#: The ordinary role the dev, bench and e2e stacks connect as: superusers skip row-level security (migration 0007).
+APP_ROLE = "datamill_app"
+
+
+def create_owned_database(
+    admin_conninfo: str, dbname: str, *, owner: str = APP_ROLE, password: str = "", exist_ok: bool = False
+) -> str:
+    """Create `owner` (LOGIN, not a superuser) if missing and a database it owns; return the owner's conninfo.
+
+    The role gets pg_checkpoint so that benchmarks can flush between measurements. The returned conninfo is
+    `admin_conninfo` with the user, password and database swapped: without a `password` it needs a server that
+    trusts the role (pgserver does).
+    """
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone() is None:
+            with contextlib.suppress(psycopg.errors.DuplicateObject):  # another stack made it meanwhile
+                conn.execute(psql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(psql.Identifier(owner)))
+            conn.execute(psql.SQL("GRANT pg_checkpoint TO {}").format(psql.Identifier(owner)))
+        if password:
+            conn.execute(
+                psql.SQL("ALTER ROLE {} PASSWORD {}").format(psql.Identifier(owner), psql.Literal(password))
+            )
+        if not exist_ok or conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
+            conn.execute(
+                psql.SQL("CREATE DATABASE {} OWNER {}").format(psql.Identifier(dbname), psql.Identifier(owner))
+            )
+    return make_conninfo(admin_conninfo, dbname=dbname, user=owner, password=password)
 
 
 def _forget_dead_handles(data_dir: Path) -> None:

@@ -3,7 +3,8 @@
 Every RPC of datamill's services needs a bearer JWT (see server/core/auth.py)
 unless authentication is off; the health service and reflection are open. The
 principal is bound for the RPC's task (`current_principal`), so `tenant_of`
-scopes every query by the token's tenant. The role an RPC needs is in
+scopes every query by the token's tenant, and `row_tenant` scopes its connections for PostgreSQL's
+row-level security (server/core/tenancy.py). The role an RPC needs is in
 `REQUIRED_ROLES`; a method missing there is refused, so that a new RPC cannot be
 left open by accident.
 
@@ -35,6 +36,7 @@ from server.core.auth import (
 )
 from server.core.errors import DatamillError, PermissionDenied, ResourceExhausted, Unauthenticated
 from server.core.ratelimit import RateLimiter
+from server.core.tenancy import row_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -127,7 +129,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 if refusal is not None:
                     audit(principal, context, refusal.code.value)
                     await abort(context, refusal)
-                token = _principal.set(principal)
+                assert principal is not None  # abort raised otherwise
+                token, scope = _principal.set(principal), row_tenant.set(principal.tenant)
                 try:
                     result = await behavior(request, context)
                 except BaseException:
@@ -138,6 +141,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     return result
                 finally:
                     _principal.reset(token)
+                    row_tenant.reset(scope)
 
             return wrapped
 
@@ -147,7 +151,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 if refusal is not None:
                     audit(principal, context, refusal.code.value)
                     await abort(context, refusal)
-                token = _principal.set(principal)
+                assert principal is not None  # abort raised otherwise
+                token, scope = _principal.set(principal), row_tenant.set(principal.tenant)
                 code = "OK"
                 try:
                     async for item in behavior(request, context):
@@ -157,6 +162,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 finally:
                     _principal.reset(token)
+                    row_tenant.reset(scope)
                     audit(principal, context, code if code != "OK" else status_name(context))
 
             return wrapped

@@ -15,9 +15,8 @@ caller's tenant, so another tenant's key is NOT_FOUND like a missing one.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -40,7 +39,7 @@ from server.core.models import DatasetRow, JobKind, JobRow, NewJob, ProgressUnit
 from server.core.objects import ObjectStore
 from server.core.schema import ColumnDef
 from server.core.sql import query
-from server.core.store import JobStore, LeaseLost, translate_errors
+from server.core.store import JobStore, LeaseLost
 
 log = structlog.get_logger(__name__)
 
@@ -311,14 +310,8 @@ class ExportStore:
     def __init__(self, jobs: JobStore) -> None:
         self._jobs = jobs
 
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        with translate_errors():
-            async with self._jobs.pool.connection() as conn:
-                yield conn
-
     async def get_object(self, tenant: str, key: str) -> StoredObject:
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             cur = await conn.execute(_q("get_object"), {"tenant": tenant, "key": key})
             row: Any = await cur.fetchone()
         if row is None:
@@ -326,19 +319,19 @@ class ExportStore:
         return StoredObject(row["key"], int(row["size_bytes"]), row["sha256"], row["content_type"])
 
     async def pending(self, job_id: uuid.UUID) -> list[PendingUpload]:
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             cur = await conn.execute(_q("pending_of_job"), {"job_id": job_id})
             rows: list[Any] = await cur.fetchall()
         return [PendingUpload(job_id, r["attempt"], r["object_key"], r["multipart_handle"]) for r in rows]
 
     async def is_pending(self, pending: PendingUpload) -> bool:
         """Whether the upload is still recorded: false once the success transaction has committed."""
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             cur = await conn.execute(_q("is_pending"), {"job_id": pending.job_id, "attempt": pending.attempt})
             return await cur.fetchone() is not None
 
     async def add_pending(self, pending: PendingUpload) -> None:
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             await conn.execute(
                 _q("insert_pending"),
                 {
@@ -354,14 +347,14 @@ class ExportStore:
         if conn is not None:
             await conn.execute(_q("delete_pending"), params)
             return
-        async with self._conn() as own:
+        async with self._jobs.connect() as own:
             await own.execute(_q("delete_pending"), params)
 
     async def progress(
         self, job_id: uuid.UUID, lease_token: uuid.UUID, *, rows: int, size: int, lease_seconds: float
     ) -> bool:
         """Record rows and bytes written (renewing the lease); return whether cancellation was requested."""
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             cur = await conn.execute(
                 _q("export_progress"),
                 {"id": job_id, "lease_token": lease_token, "done": rows, "bytes": size, "lease_seconds": lease_seconds},
@@ -386,7 +379,7 @@ class ExportStore:
 
     async def discard_abandoned(self, objects: ObjectStore, *, limit: int) -> int:
         """The sweeper's part: remove the uploads of exports that ended without them; returns how many."""
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             cur = await conn.execute(_q("abandoned_pending"), {"limit": limit})
             rows: list[Any] = await cur.fetchall()
         for r in rows:

@@ -34,9 +34,11 @@ from server.core.models import (
     NewJob,
 )
 from server.core.sql import query
+from server.core.tenancy import row_tenant
 
 log = structlog.get_logger(__name__)
 
+_SCOPE = "SELECT set_config('datamill.tenant', %s, true)"
 ERROR_MESSAGE_LIMIT = 1000  # keeps NOTIFY payloads (8000 bytes) safe
 _CONSTRAINT_MESSAGES = {
     "datasets_tenant_name_key": "a dataset with this name already exists",
@@ -92,13 +94,27 @@ class JobStore:
         self.pool = pool
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+    async def connect(self, *, transaction: bool = False) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        """A pooled connection with errors translated, scoped to the RPC's tenant (server/core/tenancy.py).
+
+        Scoping opens the connection's transaction with `set_config(..., true)`, which lasts until the pool
+        commits at the block's end; `transaction=True` makes the block one explicit transaction either way.
+        """
+        tenant = row_tenant.get()
         with translate_errors():
             async with self.pool.connection() as conn:
+                if transaction:
+                    async with conn.transaction():
+                        if tenant is not None:
+                            await conn.execute(_SCOPE, (tenant,))
+                        yield conn  # type: ignore[misc]
+                    return
+                if tenant is not None:
+                    await conn.execute(_SCOPE, (tenant,))
                 yield conn  # type: ignore[misc]
 
     async def ping(self) -> None:
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             await conn.execute("SELECT 1")
 
     # --- creating and reading jobs (server side) ---
@@ -109,21 +125,21 @@ class JobStore:
         A repeated request_id returns the stored job with created=False; the
         same request_id for a different request raises AlreadyExists.
         """
-        async with self._conn() as conn, conn.transaction():
+        async with self.connect(transaction=True) as conn:
             return await insert_job(conn, new, dataset)
 
     async def shard_ids(self, parent_id: uuid.UUID) -> list[uuid.UUID]:
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(query("shard_ids"), {"parent_id": parent_id})
             return [r["id"] for r in await cur.fetchall()]
 
     async def mark_undispatched(self, job_id: uuid.UUID) -> None:
         """The hand-off to the queue failed: let the sweeper send it at its next round."""
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             await conn.execute(query("clear_dispatched"), {"id": job_id})
 
     async def get_job(self, tenant: str, job_id: uuid.UUID) -> JobRow:
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(query("get_job"), {"id": job_id, "tenant": tenant})
             row = await cur.fetchone()
         if row is None:
@@ -139,7 +155,7 @@ class JobStore:
         limit: int,
         after: tuple[datetime, uuid.UUID] | None,
     ) -> list[JobRow]:
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(
                 query("list_jobs"),
                 {
@@ -155,7 +171,7 @@ class JobStore:
 
     async def cancel_job(self, tenant: str, job_id: uuid.UUID) -> JobRow:
         """Cancel a QUEUED job at once, or flag a RUNNING one for its worker."""
-        async with self._conn() as conn, conn.transaction():
+        async with self.connect(transaction=True) as conn:
             params = {"id": job_id, "tenant": tenant}
             cur = await conn.execute(query("lock_live_parent"), params)
             if await cur.fetchone() is not None:
@@ -176,7 +192,7 @@ class JobStore:
         return await self.get_job(tenant, job_id)
 
     async def events_after(self, job_id: uuid.UUID, after: int, limit: int = 500) -> list[EventRow]:
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(query("events_after"), {"job_id": job_id, "after": after, "limit": limit})
             return [EventRow.from_row(r) for r in await cur.fetchall()]
 
@@ -187,7 +203,7 @@ class JobStore:
             as_id: str | None = str(uuid.UUID(id_or_name))
         except ValueError:
             as_id = None
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(query("get_dataset"), {"tenant": tenant, "name": id_or_name, "id": as_id})
             row = await cur.fetchone()
         if row is None:
@@ -197,7 +213,7 @@ class JobStore:
     async def list_datasets(
         self, tenant: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None
     ) -> list[DatasetRow]:
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(
                 query("list_datasets"),
                 {
@@ -211,7 +227,7 @@ class JobStore:
 
     async def delete_dataset(self, tenant: str, id_or_name: str) -> None:
         dataset = await self.get_dataset(tenant, id_or_name)
-        async with self._conn() as conn, conn.transaction():
+        async with self.connect(transaction=True) as conn:
             cur = await conn.execute(query("lock_dataset_for_delete"), {"tenant": tenant, "id": dataset.id})
             row = await cur.fetchone()
             if row is None:
@@ -229,7 +245,7 @@ class JobStore:
 
     async def claim(self, job_id: uuid.UUID, lease_token: uuid.UUID, lease_seconds: float) -> JobRow | None:
         """Claim a QUEUED job for one attempt; None if it is not claimable (duplicate delivery)."""
-        async with self._conn() as conn, conn.transaction():
+        async with self.connect(transaction=True) as conn:
             cur = await conn.execute(
                 query("claim_job"), {"id": job_id, "lease_token": lease_token, "lease_seconds": lease_seconds}
             )
@@ -243,12 +259,12 @@ class JobStore:
 
     async def sync_parent(self, parent_id: uuid.UUID) -> None:
         """Start a sharded Generate if it was queued, and set its progress to the sum of its shards'."""
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             await conn.execute(query("sync_parent"), {"id": parent_id})
 
     async def renew_lease(self, job_id: uuid.UUID, lease_token: uuid.UUID, lease_seconds: float) -> bool:
         """Extend the lease; return whether cancellation was requested. Raises LeaseLost."""
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(
                 query("renew_lease"), {"id": job_id, "lease_token": lease_token, "lease_seconds": lease_seconds}
             )
@@ -312,7 +328,7 @@ class JobStore:
         self, job_id: uuid.UUID, lease_token: uuid.UUID, *, error: dict[str, Any], delay_seconds: float
     ) -> JobRow:
         """Give the job back for another attempt after a transient failure."""
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(
                 query("requeue_job"),
                 {"id": job_id, "lease_token": lease_token, "error": Jsonb(error), "delay_seconds": delay_seconds},
@@ -324,7 +340,7 @@ class JobStore:
 
     async def release(self, job_id: uuid.UUID, lease_token: uuid.UUID) -> JobRow:
         """Give a job back without spending an attempt (worker shutdown); progress is kept."""
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(query("release_job"), {"id": job_id, "lease_token": lease_token})
             row = await cur.fetchone()
         if row is None:
@@ -334,7 +350,7 @@ class JobStore:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection inside a transaction, with errors translated."""
-        async with self._conn() as conn, conn.transaction():
+        async with self.connect(transaction=True) as conn:
             yield conn
 
     # --- sweeper ---
@@ -346,12 +362,12 @@ class JobStore:
         settled in its own transaction that locks a shard's parent before the shard, the
         order CancelJob and the workers use, so a sweep never deadlocks with them.
         """
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(query("expired_leases"), {"limit": limit})
             candidates = await cur.fetchall()
         changed: list[JobRow] = []
         for candidate in candidates:
-            async with self._conn() as conn, conn.transaction():
+            async with self.connect(transaction=True) as conn:
                 if candidate["parent_id"] is not None:
                     await conn.execute(query("lock_job"), {"id": candidate["parent_id"]})
                 cur = await conn.execute(query("lock_expired"), {"id": candidate["id"]})
@@ -361,7 +377,7 @@ class JobStore:
         return changed
 
     async def due_for_dispatch(self, *, limit: int, redispatch_after: float) -> list[uuid.UUID]:
-        async with self._conn() as conn:
+        async with self.connect() as conn:
             cur = await conn.execute(query("due_for_dispatch"), {"limit": limit, "redispatch_after": redispatch_after})
             return [r["id"] for r in await cur.fetchall()]
 

@@ -55,7 +55,7 @@ from server.core.objects.base import MAX_PARTS, PartInfo
 from server.core.schema import INGEST_PG_TYPES, ColumnDef
 from server.core.settings import Settings
 from server.core.sql import query
-from server.core.store import JobStore, error_json, insert_job, translate_errors
+from server.core.store import JobStore, error_json, insert_job
 
 log = structlog.get_logger(__name__)
 
@@ -188,15 +188,9 @@ class UploadStore:
     def __init__(self, jobs: JobStore) -> None:
         self._jobs = jobs
 
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> Any:
-        with translate_errors():
-            async with self._jobs.pool.connection() as conn:
-                yield conn
-
     async def insert(self, params: dict[str, Any]) -> UploadRow | None:
         """The new upload, or None when its request_id is taken."""
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             cur = await conn.execute(_q("insert_upload"), params)
             row = await cur.fetchone()
         return None if row is None else UploadRow.from_row(row)
@@ -205,7 +199,7 @@ class UploadStore:
         self, tenant: str, *, upload_id: uuid.UUID | None, request_id: str | None, ttl_seconds: float
     ) -> tuple[UploadRow, list[PartInfo]] | None:
         """Take over an upload for a new stream (bumping its generation); None if there is no such upload."""
-        async with self._conn() as conn, conn.transaction():
+        async with self._jobs.connect(transaction=True) as conn:
             if upload_id is not None:
                 params: dict[str, Any] = {"id": upload_id, "tenant": tenant, "ttl_seconds": ttl_seconds}
                 cur = await conn.execute(_q("attach_upload_by_id"), params)
@@ -220,14 +214,14 @@ class UploadStore:
         return UploadRow.from_row(row), parts
 
     async def dataset_name_taken(self, tenant: str, name: str) -> bool:
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             cur = await conn.execute("SELECT 1 FROM datasets WHERE tenant = %s AND name = %s", (tenant, name))
             return await cur.fetchone() is not None
 
     async def commit_part(
         self, upload: UploadRow, part: PartInfo, *, committed_offset: int, sha256_state: bytes, ttl_seconds: float
     ) -> None:
-        async with self._conn() as conn, conn.transaction():
+        async with self._jobs.connect(transaction=True) as conn:
             cur = await conn.execute(
                 _q("commit_part"),
                 {
@@ -249,7 +243,7 @@ class UploadStore:
         self, upload: UploadRow, *, size: int, sha256: str, job: NewJob, dataset: NewDataset
     ) -> tuple[UploadRow, JobRow]:
         """Mark the upload COMPLETED and create its ingest job and dataset, in one transaction."""
-        async with self._conn() as conn, conn.transaction():
+        async with self._jobs.connect(transaction=True) as conn:
             cur = await conn.execute(_q("lock_open_upload"), {"id": upload.id, "generation": upload.generation})
             if await cur.fetchone() is None:
                 raise UploadSuperseded(upload.id)
@@ -261,12 +255,12 @@ class UploadStore:
             cur = await conn.execute(
                 _q("complete_upload"), {"id": upload.id, "size_bytes": size, "sha256": sha256, "job_id": job_row.id}
             )
-            row = await cur.fetchone()
+            row: Any = await cur.fetchone()
         return UploadRow.from_row(row), job_row
 
     async def abort(self, upload_id: uuid.UUID, error: dict[str, Any], *, ttl_seconds: float) -> None:
         """Mark an OPEN upload ABORTED; the row stays until the TTL, so a resume learns why."""
-        async with self._conn() as conn:
+        async with self._jobs.connect() as conn:
             await conn.execute(_q("abort_upload"), {"id": upload_id, "error": Jsonb(error), "ttl_seconds": ttl_seconds})
 
     async def job(self, job_id: uuid.UUID | None, tenant: str) -> JobRow | None:
@@ -284,7 +278,7 @@ class UploadStore:
         attaching at that moment waits, then finds no upload (NOT_FOUND).
         """
         expired = 0
-        async with self._conn() as conn, conn.transaction():
+        async with self._jobs.connect(transaction=True) as conn:
             cur = await conn.execute(_q("expired_uploads"), {"limit": limit})
             for row in await cur.fetchall():
                 await objects.abort_multipart(row["object_key"], row["multipart_handle"])

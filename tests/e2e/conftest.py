@@ -6,6 +6,7 @@ own Redis stream and its own port, on the session's PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from server.dev import ServiceProcess, server_process, service_env, wait_for_serving, worker_process
-from server.devstack import S3Endpoint, free_port
+from server.devstack import APP_ROLE, S3Endpoint, create_owned_database, free_port
 
 
 @dataclass
@@ -53,6 +54,23 @@ class Stack:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(60)}" for p in procs)
 
 
+def stack_database(admin_conninfo: str, dbname: str, *, create: bool = True) -> str:
+    """The conninfo of a stack's database (created unless `create` is false).
+
+    On the embedded server it is owned by the ordinary role APP_ROLE, so that row-level security binds. An outside
+    server's roles and passwords are its own, so there the admin role owns it (and skips row-level security, which
+    tests/integration/test_row_security.py covers).
+    """
+    if os.environ.get("DATAMILL_TEST_DATABASE_URL"):
+        if create:
+            with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{dbname}"')
+        return make_conninfo(admin_conninfo, dbname=dbname)
+    if create:
+        return create_owned_database(admin_conninfo, dbname)
+    return make_conninfo(admin_conninfo, dbname=dbname, user=APP_ROLE, password="")
+
+
 def make_stack(
     admin_conninfo: str,
     redis_url: str,
@@ -64,10 +82,7 @@ def make_stack(
     wait: bool = True,
 ) -> Stack:
     dbname = f"e2e_{uuid.uuid4().hex[:12]}"
-    if create_database:
-        with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
-    database_url = make_conninfo(admin_conninfo, dbname=dbname)
+    database_url = stack_database(admin_conninfo, dbname, create=create_database)
     target = f"127.0.0.1:{free_port()}"
     env = service_env(
         database_url=database_url,

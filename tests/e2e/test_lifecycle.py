@@ -17,7 +17,7 @@ from client.errors import UnavailableError
 from datamill.v1 import job_pb2
 from server.dev import health_status
 from server.devstack import EmbeddedRedis, free_port
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, stack_database
 from tests.e2e.helpers import RawWatch, schema, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -103,9 +103,7 @@ def test_not_serving_until_postgres_and_redis_answer(stack_factory: object, pg_s
         assert starting.value.reason == "STARTING"
         assert starting.value.retry_delay is not None
 
-        dbname = psycopg.conninfo.conninfo_to_dict(stack.database_url)["dbname"]
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
+        stack_database(pg_server, str(psycopg.conninfo.conninfo_to_dict(stack.database_url)["dbname"]))
         time.sleep(2.0)  # migrated now, but Redis is still missing
         assert health_status(stack.target) == NOT_SERVING
         job = client.generate("patient", schema=schema(1_000))  # stored; the hand-off waits for Redis
