@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -655,24 +655,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="datamill")
 
 
-if __name__ == "__main__":
-    main()
-
-
-@cli.group()
-@click.option(
+_database_url_option = click.option(
     "--database-url",
     envvar="DATAMILL_DATABASE_URL",
     required=True,
-    help="PostgreSQL URL of the service (env DATAMILL_DATABASE_URL): keys are managed in the database.",
+    help="PostgreSQL URL of the service (env DATAMILL_DATABASE_URL): an operator's command works on the database.",
 )
+
+
+@cli.group()
+@_database_url_option
 @click.pass_context
 def keys(ctx: click.Context, database_url: str) -> None:
     """Create, list and revoke API keys (an operator's tool: it needs the service's database)."""
     ctx.meta["datamill.database_url"] = database_url
 
 
-def _keys_connection() -> Any:
+def _operator_connection() -> Any:
     # Imported here: the client must work without the server's dependencies installed.
     import psycopg  # noqa: PLC0415
 
@@ -688,7 +687,7 @@ def create_key(settings: _Settings, tenant: str, role: str, name: str) -> None:
     """Create a key and print it: it is shown this once, and only its salted hash is stored."""
     from server.core.apikeys import create_key as create  # noqa: PLC0415
 
-    with _keys_connection() as conn:
+    with _operator_connection() as conn:
         try:
             key, info = create(conn, tenant=tenant, role=role, name=name)
         except ValueError as exc:
@@ -707,7 +706,7 @@ def list_keys(settings: _Settings, tenant: str | None) -> None:
     """List keys, newest first (never their secrets)."""
     from server.core.apikeys import list_keys as listed  # noqa: PLC0415
 
-    with _keys_connection() as conn:
+    with _operator_connection() as conn:
         found = listed(conn, tenant=tenant)
     for info in found:
         if settings.json_output:
@@ -724,7 +723,7 @@ def revoke_key(settings: _Settings, key_id: str) -> None:
     """Revoke a key by id: calls with it are refused from now on."""
     from server.core.apikeys import revoke_key as revoke  # noqa: PLC0415
 
-    with _keys_connection() as conn:
+    with _operator_connection() as conn:
         info = revoke(conn, key_id)
     if info is None:
         raise click.ClickException(f"no API key {key_id!r}")
@@ -732,3 +731,89 @@ def revoke_key(settings: _Settings, key_id: str) -> None:
         render.print_json(settings.out, info.to_json())
     else:
         settings.out.print(f"revoked key {info.id}", markup=False)
+
+
+@cli.group()
+@_database_url_option
+@click.pass_context
+def quotas(ctx: click.Context, database_url: str) -> None:
+    """Set and list tenants' own quotas (an operator's tool); the rest get the server's DATAMILL_QUOTA_* defaults."""
+    ctx.meta["datamill.database_url"] = database_url
+
+
+def _quota_value(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    """'default' (back to the server's default) as None, a count as an int, not given as '' (unchanged)."""
+    if value is None:
+        return ""
+    if value == "default":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter("a count (0: unlimited) or 'default'") from None
+    if number < 0:
+        raise click.BadParameter("a count (0: unlimited) or 'default'")
+    return number
+
+
+def _quota_options(command: Callable[..., None]) -> Callable[..., None]:
+    for name, what in reversed(
+        (
+            ("concurrent-jobs", "Queued or running jobs at once"),
+            ("generate-rows", "Rows per Generate"),
+            ("upload-bytes", "Bytes per Upload"),
+            ("datasets", "Datasets held"),
+        )
+    ):
+        option = click.option(f"--{name}", metavar="N|default", callback=_quota_value, help=f"{what}; 0: unlimited.")
+        command = option(command)
+    return command
+
+
+@quotas.command("set")
+@click.argument("tenant")
+@_quota_options
+@pass_settings
+def set_quota(
+    settings: _Settings,
+    tenant: str,
+    *,
+    concurrent_jobs: int | str | None,
+    generate_rows: int | str | None,
+    upload_bytes: int | str | None,
+    datasets: int | str | None,
+) -> None:
+    """Set TENANT's own quotas; the options not given keep their value."""
+    from server.core.quotas import set_quotas  # noqa: PLC0415
+
+    given = {"concurrent_jobs": concurrent_jobs, "generate_rows": generate_rows, "upload_bytes": upload_bytes}
+    changes = {name: value for name, value in {**given, "datasets": datasets}.items() if value != ""}
+    with _operator_connection() as conn:
+        try:
+            row = set_quotas(conn, tenant, changes)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    _print_quotas(settings, row)
+
+
+@quotas.command("list")
+@pass_settings
+def list_quota(settings: _Settings) -> None:
+    """Every tenant with quotas of its own ('default': the server's DATAMILL_QUOTA_* value)."""
+    from server.core.quotas import list_quotas  # noqa: PLC0415
+
+    with _operator_connection() as conn:
+        for row in list_quotas(conn):
+            _print_quotas(settings, row)
+
+
+def _print_quotas(settings: _Settings, row: dict[str, Any]) -> None:
+    if settings.json_output:
+        render.print_json(settings.out, row)
+        return
+    shown = "  ".join(f"{k}={'default' if v is None else v}" for k, v in row.items() if k != "tenant")
+    settings.out.print(f"{row['tenant']}  {shown}", markup=False, highlight=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -204,9 +204,7 @@ def create_owned_database(
                 conn.execute(psql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(psql.Identifier(owner)))
             conn.execute(psql.SQL("GRANT pg_checkpoint TO {}").format(psql.Identifier(owner)))
         if password:
-            conn.execute(
-                psql.SQL("ALTER ROLE {} PASSWORD {}").format(psql.Identifier(owner), psql.Literal(password))
-            )
+            conn.execute(psql.SQL("ALTER ROLE {} PASSWORD {}").format(psql.Identifier(owner), psql.Literal(password)))
         if not exist_ok or conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
             conn.execute(
                 psql.SQL("CREATE DATABASE {} OWNER {}").format(psql.Identifier(dbname), psql.Identifier(owner))

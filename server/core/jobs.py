@@ -30,6 +30,7 @@ from server.core.models import (
     ProgressUnit,
     dataset_table_name,
 )
+from server.core.quotas import Quotas
 from server.core.references import resolve_references
 from server.core.schema import SchemaSpec, columns, validate_schema
 from server.core.settings import Settings
@@ -155,7 +156,7 @@ class JobDomain:
                 for start, count in ranges
             )
             new = replace(new, shards=shards)
-        job, created = await self.store.create_job(new, dataset)
+        job, created = await self.store.create_job(new, dataset, quotas=Quotas.defaults(self.settings))
         if created:
             for job_id in await self.store.shard_ids(job.id) if job.shard_count else [job.id]:
                 await self.dispatch(job_id)

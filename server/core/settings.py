@@ -165,6 +165,12 @@ class Settings(BaseSettings):
     )
     rate_limit_write_burst: int = Field(400, ge=1, description="Writes a tenant may make at once above the rate.")
 
+    # Quotas (server only): each tenant's own from `datamill quotas set`, else these; 0: unlimited
+    quota_concurrent_jobs: int = Field(1000, ge=0, description="Queued or running jobs a tenant may have at once.")
+    quota_generate_rows: int = Field(0, ge=0, description="Rows one Generate of a tenant may ask for.")
+    quota_upload_bytes: int = Field(0, ge=0, description="Bytes one Upload of a tenant may hold.")
+    quota_datasets: int = Field(10000, ge=0, description="Datasets a tenant may hold.")
+
     # TLS (server only)
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain of the server; with the key: TLS.")
     tls_key_file: Path | None = Field(None, description="PEM private key of the server certificate.")

@@ -33,6 +33,7 @@ from server.core.models import (
     NewDataset,
     NewJob,
 )
+from server.core.quotas import Quotas, admit
 from server.core.sql import query
 from server.core.tenancy import row_tenant
 
@@ -119,14 +120,18 @@ class JobStore:
 
     # --- creating and reading jobs (server side) ---
 
-    async def create_job(self, new: NewJob, dataset: NewDataset | None = None) -> tuple[JobRow, bool]:
+    async def create_job(
+        self, new: NewJob, dataset: NewDataset | None = None, *, quotas: Quotas | None = None
+    ) -> tuple[JobRow, bool]:
         """Insert a job (and the dataset it builds) atomically; return (job, created).
 
         A repeated request_id returns the stored job with created=False; the
-        same request_id for a different request raises AlreadyExists.
+        same request_id for a different request raises AlreadyExists. With `quotas`
+        (the server's defaults), a new job over one of its tenant's quotas is
+        rolled back and QuotaExceeded raised (server/core/quotas.py).
         """
         async with self.connect(transaction=True) as conn:
-            return await insert_job(conn, new, dataset)
+            return await insert_job(conn, new, dataset, quotas=quotas)
 
     async def shard_ids(self, parent_id: uuid.UUID) -> list[uuid.UUID]:
         async with self.connect() as conn:
@@ -488,7 +493,7 @@ async def _one(cur: psycopg.AsyncCursor[Any]) -> Any:
 
 
 async def insert_job(
-    conn: psycopg.AsyncConnection[Any], new: NewJob, dataset: NewDataset | None = None
+    conn: psycopg.AsyncConnection[Any], new: NewJob, dataset: NewDataset | None = None, *, quotas: Quotas | None = None
 ) -> tuple[JobRow, bool]:
     """`JobStore.create_job` in the caller's transaction (also used to create an upload's ingest job)."""
     job_id = uuid.uuid4()
@@ -519,4 +524,6 @@ async def insert_job(
         )
     for shard in new.shards:
         await conn.execute(query("insert_job"), _job_params(uuid.uuid4(), shard, dataset_id, parent_id=job_id))
+    if quotas is not None:
+        await admit(conn, new, dataset, quotas)
     return JobRow.from_row(row), True

@@ -52,6 +52,7 @@ from server.core.jobs import JobDomain, check_identifier, check_request_id
 from server.core.models import DATASET_SCHEMA, JobKind, JobRow, NewDataset, NewJob, ProgressUnit, dataset_table_name
 from server.core.objects import ObjectStore
 from server.core.objects.base import MAX_PARTS, PartInfo
+from server.core.quotas import QuotaExceeded, Quotas, check, check_counts, quotas_for
 from server.core.schema import INGEST_PG_TYPES, ColumnDef
 from server.core.settings import Settings
 from server.core.sql import query
@@ -213,6 +214,14 @@ class UploadStore:
             parts = [PartInfo(number=r["number"], size=r["size"], etag=r["etag"]) for r in await cur.fetchall()]
         return UploadRow.from_row(row), parts
 
+    async def quotas(self, tenant: str, defaults: Quotas, *, preflight: bool = False) -> Quotas:
+        """The tenant's quotas; with `preflight`, QuotaExceeded now if one more job and dataset would be over."""
+        async with self._jobs.connect() as conn:
+            quotas = await quotas_for(conn, tenant, defaults)
+            if preflight:
+                await check_counts(conn, tenant, quotas, dataset=True, adding=1)
+        return quotas
+
     async def dataset_name_taken(self, tenant: str, name: str) -> bool:
         async with self._jobs.connect() as conn:
             cur = await conn.execute("SELECT 1 FROM datasets WHERE tenant = %s AND name = %s", (tenant, name))
@@ -240,14 +249,14 @@ class UploadStore:
             )
 
     async def complete(
-        self, upload: UploadRow, *, size: int, sha256: str, job: NewJob, dataset: NewDataset
+        self, upload: UploadRow, *, size: int, sha256: str, job: NewJob, dataset: NewDataset, quotas: Quotas
     ) -> tuple[UploadRow, JobRow]:
-        """Mark the upload COMPLETED and create its ingest job and dataset, in one transaction."""
+        """Mark the upload COMPLETED and create its ingest job and dataset (quotas admitting), in one transaction."""
         async with self._jobs.connect(transaction=True) as conn:
             cur = await conn.execute(_q("lock_open_upload"), {"id": upload.id, "generation": upload.generation})
             if await cur.fetchone() is None:
                 raise UploadSuperseded(upload.id)
-            job_row, _ = await insert_job(conn, job, dataset)
+            job_row, _ = await insert_job(conn, job, dataset, quotas=quotas)
             content_type = CONTENT_TYPES.get(upload.header.format, "application/octet-stream")
             await record_object(
                 conn, upload.tenant, StoredObject(upload.object_key, size, sha256, content_type), job_row.id
@@ -316,6 +325,9 @@ class UploadDomain:
             existing = await self._attach(tenant, header, request_id=header.request_id)
             if existing is not None:
                 return existing
+        quotas = await self.store.quotas(tenant, Quotas.defaults(self.settings), preflight=True)
+        if header.total_size is not None:
+            check(tenant, "upload_bytes", quotas.upload_bytes, header.total_size)
         if await self.store.dataset_name_taken(tenant, header.dataset_name):
             raise AlreadyExists(
                 f"a dataset named {header.dataset_name!r} already exists",
@@ -354,7 +366,7 @@ class UploadDomain:
                 await self.objects.abort_multipart(key, handle)
             return await self._resume(tenant, header, request_id=header.request_id)
         log.info("upload_started", upload_id=str(row.id), format=header.format, part_size=row.part_size)
-        return UploadSession(self, row, [], PySha256())
+        return UploadSession(self, row, [], PySha256(), quota=quotas.upload_bytes)
 
     async def _resume(
         self, tenant: str, header: UploadHeaderSpec, *, upload_id: uuid.UUID | None = None, request_id: str = ""
@@ -394,7 +406,10 @@ class UploadDomain:
         if row.state == "COMPLETED":
             completed = Completed(row, await self.store.job(row.job_id, tenant))
         log.info("upload_resumed", upload_id=str(row.id), committed_offset=row.committed_offset, state=row.state)
-        return UploadSession(self, row, parts, PySha256.deserialize(row.sha256_state), completed=completed)
+        quotas = await self.store.quotas(tenant, Quotas.defaults(self.settings))
+        return UploadSession(
+            self, row, parts, PySha256.deserialize(row.sha256_state), completed=completed, quota=quotas.upload_bytes
+        )
 
     def _validate(self, header: UploadHeaderSpec) -> None:
         violations = _header_violations(header)
@@ -445,7 +460,9 @@ class UploadDomain:
         dataset = NewDataset(
             id=dataset_id, name=header.dataset_name, table_name=dataset_table_name(dataset_id), columns=columns
         )
-        upload_row, job_row = await self.store.complete(upload, size=size, sha256=sha256, job=job, dataset=dataset)
+        upload_row, job_row = await self.store.complete(
+            upload, size=size, sha256=sha256, job=job, dataset=dataset, quotas=Quotas.defaults(self.settings)
+        )
         await self.jobs.dispatch(job_row.id)
         log.info("upload_completed", upload_id=str(upload.id), job_id=str(job_row.id), size=size)
         return upload_row, job_row
@@ -492,8 +509,10 @@ class UploadSession:
         hasher: PySha256,
         *,
         completed: Completed | None = None,
+        quota: int = 0,
     ) -> None:
         self._domain = domain
+        self._quota = quota  # the tenant's upload_bytes quota; 0: none
         self.upload = upload
         self.completed = completed
         self._parts = parts
@@ -529,6 +548,8 @@ class UploadSession:
         declared = self.upload.header.total_size
         if end > limit:
             await self._reject(_too_large(end, limit))
+        if self._quota and end > self._quota:
+            await self._reject(QuotaExceeded(self.upload.tenant, "upload_bytes", self._quota, end))
         if declared is not None and end > declared:
             await self._reject(
                 InvalidArgument.single("chunk", f"the file is larger than its declared total_size of {declared} bytes")
