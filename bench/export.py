@@ -77,7 +77,7 @@ from bench.upload import _find_weed, _machine_busy_seconds, _minio_client, _stop
 from client import Client
 from datamill.v1 import job_pb2
 from server.dev import dev_stack, server_process, service_env, wait_for_serving, worker_process
-from server.devstack import EmbeddedPostgres, EmbeddedRedis, SeaweedS3, free_port
+from server.devstack import EmbeddedPostgres, EmbeddedRedis, SeaweedS3, create_owned_database, free_port
 
 NAME = "export"
 DEFAULT_ROWS = 1_000_000
@@ -204,9 +204,10 @@ def _s3_stack(root: Path) -> Iterator[_Stack]:
         pg = stack.enter_context(EmbeddedPostgres(root / "postgres"))
         redis = stack.enter_context(EmbeddedRedis(root / "redis"))
         s3 = stack.enter_context(SeaweedS3(root / "seaweedfs")).connection
+        database_url = create_owned_database(pg.conninfo, "datamill")  # an ordinary role: row-level security binds
         target = f"127.0.0.1:{free_port()}"
         env = service_env(
-            database_url=pg.conninfo,
+            database_url=database_url,
             redis_url=redis.url,
             listen=target,
             object_dir=root / "objects",  # unused: the store is S3
@@ -226,7 +227,7 @@ def _s3_stack(root: Path) -> Iterator[_Stack]:
         stack.callback(worker.stop)
         wait_for_serving(target, process=server)
         objects = _S3Objects(_minio_client(s3, stack))
-        yield _Stack(target, pg.conninfo, objects, {"object_store": "s3 (SeaweedFS)"})
+        yield _Stack(target, database_url, objects, {"object_store": "s3 (SeaweedFS)"})
 
 
 # --- measurements ----------------------------------------------------------------------------------------

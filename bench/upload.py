@@ -68,7 +68,15 @@ from client import Client, UploadOptions
 from datamill.v1 import job_pb2
 from server.core.uploads import PARTS_IN_FLIGHT
 from server.dev import ServiceProcess, server_process, service_env, wait_for_serving
-from server.devstack import EmbeddedPostgres, EmbeddedRedis, S3Endpoint, SeaweedS3, free_port, weed_binary
+from server.devstack import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    S3Endpoint,
+    SeaweedS3,
+    create_owned_database,
+    free_port,
+    weed_binary,
+)
 
 NAME = "upload"
 DEFAULT_SIZE_MIB = 1024
@@ -299,9 +307,10 @@ def _upload_stack(root: Path) -> Iterator[_Stack]:
         pg = stack.enter_context(EmbeddedPostgres(root / "postgres"))
         redis = stack.enter_context(EmbeddedRedis(root / "redis"))
         s3 = stack.enter_context(SeaweedS3(root / "seaweedfs")).connection
+        database_url = create_owned_database(pg.conninfo, "datamill")  # an ordinary role: row-level security binds
         target = f"127.0.0.1:{free_port()}"
         env = service_env(
-            database_url=pg.conninfo,
+            database_url=database_url,
             redis_url=redis.url,
             listen=target,
             object_dir=root / "objects",  # unused: the store is S3
@@ -312,7 +321,7 @@ def _upload_stack(root: Path) -> Iterator[_Stack]:
         stack.callback(server.stop)
         try:
             wait_for_serving(target, process=server)
-            yield _Stack(target, pg.conninfo, s3, server, _find_weed(), _minio_client(s3, stack))
+            yield _Stack(target, database_url, s3, server, _find_weed(), _minio_client(s3, stack))
         except Exception:
             console.print(f"[red]datamill-server log, last lines:[/]\n{server.log_tail()}")
             raise

@@ -30,6 +30,7 @@ from server.api.health import HealthReporter
 from server.api.interceptors import LoggingInterceptor
 from server.api.job_servicer import JobServicer
 from server.api.readiness import ReadinessGate
+from server.core import metrics
 from server.core.apikeys import ApiKeyVerifier
 from server.core.auth import TokenVerifier
 from server.core.errors import Unavailable
@@ -142,6 +143,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     if port == 0:
         raise Unavailable(f"cannot listen on {settings.listen}")
     await health.set_all(serving=False)
+    if settings.metrics_listen:
+        metrics.serve(settings.metrics_listen)
     await server.start()
     log.info("server_started", listen=settings.listen, port=port)
 
@@ -151,6 +154,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         asyncio.create_task(hub.run(), name="event-hub"),
         asyncio.create_task(sweeper.run(migrated), name="sweeper"),
         asyncio.create_task(health.run(), name="health"),
+        asyncio.create_task(metrics.refresh_server_gauges(pool, settings.metrics_interval_seconds), name="metrics"),
     ]
     try:
         await stop.wait()

@@ -27,6 +27,8 @@ class Attempt:
     cancel_requested: bool = field(default=False)
     # Set when the worker shuts down: the job is given back, not cancelled or failed.
     releasing: bool = field(default=False)
+    #: The job as `succeed` left it (for the worker's metrics).
+    final: JobRow | None = field(default=None)
 
     def reached(self, phase: str) -> None:
         """A crash point of the fault tests (`server.core.faults`); nothing unless armed."""
@@ -55,9 +57,10 @@ class Attempt:
     async def succeed(self, conn: psycopg.AsyncConnection[Any], *, result: dict[str, Any], done: int) -> JobRow:
         """Mark the job SUCCEEDED in the caller's transaction, the one that also makes its outcome durable."""
         self.reached("before_done")
-        return await self.store.finish(
+        self.final = await self.store.finish(
             conn, self.job.id, self.lease_token, state=JobState.SUCCEEDED, result=result, done=done
         )
+        return self.final
 
 
 class JobBody(Protocol):

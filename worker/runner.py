@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
+from server.core import metrics
 from server.core.errors import DatamillError
 from server.core.models import JobKind, JobRow, JobState
 from server.core.retry import backoff_seconds
@@ -39,6 +41,8 @@ class JobRunner:
         if job is None:
             log.info("claim_skipped", job_id=str(job_id))  # duplicate delivery, cancelled, or backing off
             return
+        metrics.job_claimed(job)
+        started, outcome = time.monotonic(), "INTERRUPTED"
         with structlog.contextvars.bound_contextvars(job_id=str(job.id), attempt=job.attempt):
             log.info("job_claimed", kind=job.kind.value, resume_from=job.progress_done)
             attempt = Attempt(job, token, self._store, self._settings)
@@ -49,29 +53,36 @@ class JobRunner:
             self._active[job.id] = (attempt, work)
             try:
                 await work
+                outcome = "SUCCEEDED"
                 log.info("job_succeeded")
             except JobCancelled:
-                await asyncio.shield(self._terminate(attempt, body, JobState.CANCELLED, cancelled_error()))
+                outcome = await asyncio.shield(self._terminate(attempt, body, JobState.CANCELLED, cancelled_error()))
             except LeaseLost:
+                outcome = "LEASE_LOST"
                 log.warning("lease_lost")
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
+                    outcome = "RELEASED"
                     raise  # the worker itself is shutting down
                 if attempt.releasing:
+                    outcome = "RELEASED"
                     return  # release_all gives the job back
                 if heartbeat.done() and isinstance(heartbeat.exception(), LeaseLost):
+                    outcome = "LEASE_LOST"
                     log.warning("lease_lost")
                 elif attempt.cancel_requested:
-                    await asyncio.shield(self._terminate(attempt, body, JobState.CANCELLED, cancelled_error()))
+                    state = JobState.CANCELLED
+                    outcome = await asyncio.shield(self._terminate(attempt, body, state, cancelled_error()))
                 else:
                     raise
             except DatamillError as exc:
-                await asyncio.shield(self._fail_or_retry(attempt, body, exc, retryable=exc.retryable))
+                outcome = await asyncio.shield(self._fail_or_retry(attempt, body, exc, retryable=exc.retryable))
             except Exception as exc:
                 log.exception("job_error")
-                await asyncio.shield(self._fail_or_retry(attempt, body, exc, retryable=True))
+                outcome = await asyncio.shield(self._fail_or_retry(attempt, body, exc, retryable=True))
             finally:
+                metrics.job_ended(job, outcome, time.monotonic() - started, attempt.final)
                 self._active.pop(job.id, None)
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LeaseLost, DatamillError):
@@ -115,13 +126,13 @@ class JobRunner:
             except DatamillError as exc:  # database blip: the lease has slack, try again
                 log.warning("lease_renewal_failed", error=str(exc))
 
-    async def _fail_or_retry(self, attempt: Attempt, body: JobBody, exc: Exception, *, retryable: bool) -> None:
+    async def _fail_or_retry(self, attempt: Attempt, body: JobBody, exc: Exception, *, retryable: bool) -> str:
+        """Requeue the job or end it; return the outcome for the metrics."""
         job = attempt.job
         error = _error_json(exc)
         try:
             if attempt.cancel_requested:  # requeued, a cancelled job would never be claimed again
-                await self._terminate(attempt, body, JobState.CANCELLED, cancelled_error())
-                return
+                return await self._terminate(attempt, body, JobState.CANCELLED, cancelled_error())
             if retryable and job.attempt < job.max_attempts:
                 delay = backoff_seconds(
                     job.attempt,
@@ -130,12 +141,14 @@ class JobRunner:
                 )
                 await self._store.requeue(job.id, attempt.lease_token, error=error, delay_seconds=delay)
                 log.warning("job_requeued", error=error["message"], delay_seconds=round(delay, 2))
-                return
-            await self._terminate(attempt, body, JobState.FAILED, error)
+                return "REQUEUED"
+            return await self._terminate(attempt, body, JobState.FAILED, error)
         except LeaseLost:
             log.warning("lease_lost")
+            return "LEASE_LOST"
 
-    async def _terminate(self, attempt: Attempt, body: JobBody, state: JobState, error: dict[str, Any]) -> None:
+    async def _terminate(self, attempt: Attempt, body: JobBody, state: JobState, error: dict[str, Any]) -> str:
+        """End the job in `state` with its cleanup; return the outcome for the metrics."""
         try:
             async with self._store.transaction() as conn:
                 await body.cleanup(conn, attempt.job, state, error)
@@ -145,6 +158,8 @@ class JobRunner:
             log.info("job_finished", state=final.state.value)
         except LeaseLost:
             log.warning("lease_lost")
+            return "LEASE_LOST"
+        return final.state.value
 
 
 def _error_json(exc: Exception) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Server interceptors: bind method and request_id to the log context and log each RPC once."""
+"""Server interceptors: bind method and request_id to the log context, log each RPC once and count it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 import grpc
 import structlog
+
+from server.core import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +34,16 @@ def status_name(context: grpc.aio.ServicerContext[Any, Any], *, failed: bool = F
     return "UNKNOWN" if failed else "OK"
 
 
+def _finished(name: str, context: grpc.aio.ServicerContext[Any, Any], start: float, streams: Any) -> None:
+    seconds = time.perf_counter() - start
+    code = status_name(context)
+    log.info("rpc", code=code, ms=round(seconds * 1000, 2))
+    metrics.GRPC_REQUESTS.labels(name, code).inc()
+    metrics.GRPC_SECONDS.labels(name).observe(seconds)
+    if streams is not None:
+        streams.dec()
+
+
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
     """Wraps each handler so that the bound context lives in the RPC's own task."""
 
@@ -46,27 +58,34 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if method.startswith(OPEN_PREFIXES):
             return handler
+        name = method.rsplit("/", 1)[-1]
+        streaming = bool(getattr(handler, "request_streaming", False))
 
         def unary_wrapper(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 start = time.perf_counter()
+                streams = metrics.OPEN_STREAMS.labels(name) if streaming else None
+                if streams is not None:
+                    streams.inc()
                 with structlog.contextvars.bound_contextvars(method=method, request_id=_request_id(context)):
                     try:
                         return await behavior(request, context)
                     finally:
-                        log.info("rpc", code=status_name(context), ms=round((time.perf_counter() - start) * 1000, 2))
+                        _finished(name, context, start, streams)
 
             return wrapped
 
         def stream_wrapper(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 start = time.perf_counter()
+                streams = metrics.OPEN_STREAMS.labels(name)
+                streams.inc()
                 with structlog.contextvars.bound_contextvars(method=method, request_id=_request_id(context)):
                     try:
                         async for item in behavior(request, context):
                             yield item
                     finally:
-                        log.info("rpc", code=status_name(context), ms=round((time.perf_counter() - start) * 1000, 2))
+                        _finished(name, context, start, streams)
 
             return wrapped
 

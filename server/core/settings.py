@@ -178,6 +178,14 @@ class Settings(BaseSettings):
         None, description="PEM CA bundle: when set, clients must present a certificate it signed (mTLS)."
     )
 
+    # Metrics
+    metrics_listen: str = Field(
+        "", description="host:port to serve Prometheus /metrics on (server and each datamill-worker); empty: off."
+    )
+    metrics_interval_seconds: float = Field(
+        15.0, gt=0, le=3600, description="How often the server counts live jobs and pool use for its gauges."
+    )
+
     # Logs
     log_level: str = Field("info", pattern="(?i)^(debug|info|warning|error)$", description="Log level.")
     log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
@@ -188,9 +196,10 @@ class Settings(BaseSettings):
             raise ValueError("DATAMILL_DB_POOL_MAX must be >= DATAMILL_DB_POOL_MIN")
         if self.object_store is ObjectStoreKind.S3 and not (self.s3_endpoint and self.s3_access_key):
             raise ValueError("DATAMILL_OBJECT_STORE=s3 needs DATAMILL_S3_ENDPOINT and DATAMILL_S3_ACCESS_KEY")
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"DATAMILL_LISTEN must be host:port, got {self.listen!r}")
+        for name, value in (("LISTEN", self.listen), ("METRICS_LISTEN", self.metrics_listen or "x:0")):
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"DATAMILL_{name} must be host:port, got {value!r}")
         for point in self.crash_points:
             kind, _, phase = point.partition(":")
             if phase not in ("claimed", "midway", "before_done") or not kind.isupper():

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from server.core import metrics
 from server.core.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from server.core.models import (
     DATASET_SCHEMA,
@@ -131,7 +132,10 @@ class JobStore:
         rolled back and QuotaExceeded raised (server/core/quotas.py).
         """
         async with self.connect(transaction=True) as conn:
-            return await insert_job(conn, new, dataset, quotas=quotas)
+            job, created = await insert_job(conn, new, dataset, quotas=quotas)
+        if created:
+            metrics.JOBS_CREATED.labels(job.kind.value).inc()
+        return job, created
 
     async def shard_ids(self, parent_id: uuid.UUID) -> list[uuid.UUID]:
         async with self.connect() as conn:

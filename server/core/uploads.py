@@ -35,6 +35,7 @@ import structlog
 from psycopg.types.json import Jsonb
 from rehashes import PySha256
 
+from server.core import metrics
 from server.core.errors import (
     AlreadyExists,
     DataLoss,
@@ -247,6 +248,7 @@ class UploadStore:
             await conn.execute(
                 _q("upsert_part"), {"id": upload.id, "number": part.number, "size": part.size, "etag": part.etag}
             )
+        metrics.UPLOAD_BYTES.inc(part.size)
 
     async def complete(
         self, upload: UploadRow, *, size: int, sha256: str, job: NewJob, dataset: NewDataset, quotas: Quotas
@@ -265,6 +267,7 @@ class UploadStore:
                 _q("complete_upload"), {"id": upload.id, "size_bytes": size, "sha256": sha256, "job_id": job_row.id}
             )
             row: Any = await cur.fetchone()
+        metrics.JOBS_CREATED.labels(job_row.kind.value).inc()
         return UploadRow.from_row(row), job_row
 
     async def abort(self, upload_id: uuid.UUID, error: dict[str, Any], *, ttl_seconds: float) -> None:

@@ -163,8 +163,7 @@ def _server_container() -> dict[str, Any]:
 
 
 def _container_port() -> int:
-    (port,) = _server_container()["ports"]
-    assert port["name"] == "grpc"
+    (port,) = [port for port in _server_container()["ports"] if port["name"] == "grpc"]
     return int(port["containerPort"])
 
 
@@ -237,9 +236,20 @@ def test_worker_has_no_grpc_port_or_probes() -> None:
     pod = _find("Deployment", "datamill-worker")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"][0] == "datamill-worker"
-    assert "ports" not in container
+    assert [port["name"] for port in container.get("ports", [])] == ["metrics"]
     assert "readinessProbe" not in container
     assert "livenessProbe" not in container or "grpc" not in container["livenessProbe"]
+
+
+@pytest.mark.parametrize("name", ["datamill-server", "datamill-worker"])
+def test_metrics_port_is_where_the_config_says_and_is_scraped(name: str) -> None:
+    listen = _find("ConfigMap", "datamill-config")["data"]["DATAMILL_METRICS_LISTEN"]
+    port = int(listen.rpartition(":")[2])
+    template = _find("Deployment", name)["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(port)
 
 
 def test_workloads_reference_existing_config_and_secret() -> None:
