@@ -16,6 +16,7 @@ from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisStreamBroker
 
 RUN_JOB_TASK: Final = "datamill.run_job"
+EXPIRE_JOBS_TASK: Final = "datamill.expire_jobs"
 CONSUMER_GROUP: Final = "datamill-workers"
 
 
@@ -42,6 +43,7 @@ class TaskiqDispatcher:
     def __init__(self, broker: RedisStreamBroker) -> None:
         self._broker = broker
         self._kicker: AsyncKicker[[str], None] = AsyncKicker(task_name=RUN_JOB_TASK, broker=broker, labels={})
+        self._expire: AsyncKicker[[], None] = AsyncKicker(task_name=EXPIRE_JOBS_TASK, broker=broker, labels={})
         self._started = False
 
     async def _ensure_started(self) -> None:
@@ -54,6 +56,10 @@ class TaskiqDispatcher:
     async def dispatch(self, job_id: uuid.UUID) -> None:
         await self._ensure_started()
         await self._kicker.kiq(str(job_id))
+
+    async def expire_jobs(self) -> None:
+        await self._ensure_started()
+        await self._expire.kiq()
 
     async def ping(self) -> None:
         await self._ensure_started()

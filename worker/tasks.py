@@ -13,6 +13,7 @@ from typing import Annotated
 import structlog
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 
+from server.core import retention
 from server.core.exports import ExportStore
 from server.core.logging import configure_logging
 from server.core.models import JobKind
@@ -20,7 +21,7 @@ from server.core.objects import open_object_store
 from server.core.settings import load_settings
 from server.core.store import JobStore, open_pool
 from worker.attempt import JobBody
-from worker.broker import RUN_JOB_TASK, make_broker
+from worker.broker import EXPIRE_JOBS_TASK, RUN_JOB_TASK, make_broker
 from worker.jobs.export import ExportJob
 from worker.jobs.generate import GenerateJob
 from worker.jobs.ingest import IngestJob
@@ -44,7 +45,7 @@ async def _startup(state: TaskiqState) -> None:
         JobKind.INGEST: IngestJob(objects),
         JobKind.EXPORT: ExportJob(objects, ExportStore(store), settings),
     }
-    state.runner = JobRunner(store, settings, bodies)
+    state.runner, state.store = JobRunner(store, settings, bodies), store
     log.info("worker_started", queue=settings.queue_name)
 
 
@@ -60,3 +61,14 @@ async def _shutdown(state: TaskiqState) -> None:
 async def run_job(job_id: str, context: Annotated[Context, TaskiqDepends()]) -> None:
     runner: JobRunner = context.state.runner
     await runner.run(uuid.UUID(job_id))
+
+
+@broker.task(task_name=EXPIRE_JOBS_TASK)
+async def expire_jobs(context: Annotated[Context, TaskiqDepends()]) -> None:
+    """Retention (server/core/retention.py), sent by a server's sweeper once per DATAMILL_RETENTION_INTERVAL_SECONDS."""
+    await retention.expire(
+        context.state.store,
+        context.state.objects,
+        ttl_seconds=settings.retention_days * 86400,
+        batch=settings.retention_batch,
+    )

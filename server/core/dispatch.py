@@ -11,5 +11,8 @@ class Dispatcher(Protocol):
     async def dispatch(self, job_id: uuid.UUID) -> None:
         """Hand the job to the queue. May raise; the sweeper re-dispatches what was lost."""
 
+    async def expire_jobs(self) -> None:
+        """Send the retention task (server/core/retention.py) to a worker."""
+
     async def ping(self) -> None:
         """Raise if the queue is unreachable."""

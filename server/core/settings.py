@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         None, description="PEM CA bundle: when set, clients must present a certificate it signed (mTLS)."
     )
 
+    # Retention: terminal jobs expire with their events, objects and datasets
+    retention_days: float = Field(30.0, ge=0, description="Age (since finishing) at which a job expires; 0: never.")
+    retention_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often one server replica starts the retention task."
+    )
+    retention_batch: int = Field(500, ge=1, le=100_000, description="Jobs expired per transaction.")
+
     # Metrics
     metrics_listen: str = Field(
         "", description="host:port to serve Prometheus /metrics on (server and each datamill-worker); empty: off."

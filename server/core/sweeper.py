@@ -5,7 +5,8 @@ fails them after max_attempts, and (2) dispatches QUEUED jobs that are due and
 were never handed off, or whose hand-off is older than `redispatch_after`.
 It also (3) aborts uploads left unfinished past their TTL, in the object store
 and in the database, and (4) removes the multipart uploads (or objects) of
-export attempts that ended without success, when the attempt could not.
+export attempts that ended without success, when the attempt could not. And (5)
+once per DATAMILL_RETENTION_INTERVAL_SECONDS, one replica sends the retention task.
 Rows are taken with SKIP LOCKED, so any number of server replicas may sweep.
 """
 
@@ -13,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import time
 
 import structlog
 
+from server.core import retention
 from server.core.dispatch import Dispatcher
 from server.core.errors import DatamillError
 from server.core.exports import ExportStore
@@ -47,6 +51,7 @@ class Sweeper:
         self._objects = objects
         self._dispatcher = dispatcher
         self._settings = settings
+        self._retention_checked = -math.inf
         self._backoff = functools.partial(
             backoff_seconds, base=settings.retry_backoff_base_seconds, cap=settings.retry_backoff_max_seconds
         )
@@ -82,4 +87,20 @@ class Sweeper:
             await self._uploads.expire(self._objects, limit=BATCH)
         if self._exports is not None and self._objects is not None:
             await self._exports.discard_abandoned(self._objects, limit=BATCH)
+        await self._start_retention()
         return len(changed), len(due)
+
+    async def _start_retention(self) -> None:
+        """Send the retention task if this replica wins this interval's run (asked at most every 10 s)."""
+        settings = self._settings
+        now = time.monotonic()
+        if not settings.retention_days or now < self._retention_checked + min(settings.retention_interval_seconds, 10):
+            return
+        self._retention_checked = now
+        if await retention.claim_run(self._store, settings.retention_interval_seconds):
+            try:
+                await self._dispatcher.expire_jobs()
+            except Exception as exc:  # noqa: BLE001  # Redis down: the next interval sends it again
+                log.warning("retention_dispatch_failed", error=str(exc))
+            else:
+                log.info("retention_started", ttl_days=settings.retention_days)

@@ -11,5 +11,8 @@ class NoDispatch:
     async def dispatch(self, job_id: uuid.UUID) -> None:
         return None
 
+    async def expire_jobs(self) -> None:
+        return None
+
     async def ping(self) -> None:
         return None

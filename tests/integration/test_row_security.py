@@ -97,7 +97,7 @@ async def test_every_tenant_table_has_a_forced_policy(store: JobStore) -> None:
             " GROUP BY c.relname, c.relrowsecurity, c.relforcerowsecurity ORDER BY c.relname"
         )
         rows = await cur.fetchall()
-    assert {r["relname"] for r in rows} == {"api_keys", "datasets", "jobs", "objects", "uploads"}
+    assert {r["relname"] for r in rows} == {"api_keys", "datasets", "jobs", "objects", "tenant_quotas", "uploads"}
     assert all(r["relrowsecurity"] and r["relforcerowsecurity"] and r["policies"] == 1 for r in rows), rows
 
 
