@@ -120,7 +120,9 @@ async def test_expired_jobs_go_with_their_events_objects_and_datasets(
         assert (await store.get_job("acme", job_id)).id == job_id
     assert await _exists(store, "SELECT 1 FROM datasets WHERE id = %s", young_dataset)
     assert young_dataset is not None
-    assert await _exists(store, "SELECT 1 WHERE to_regclass(%s) IS NOT NULL", f"{DATASET_SCHEMA}.ds_{young_dataset.hex}")
+    assert await _exists(
+        store, "SELECT 1 WHERE to_regclass(%s) IS NOT NULL", f"{DATASET_SCHEMA}.ds_{young_dataset.hex}"
+    )
     assert (await objects.stat(young_key)).size == 4
     assert await retention.expire(store, objects, ttl_seconds=30 * DAY, batch=500) == 0  # nothing left to do
 
