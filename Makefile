@@ -37,7 +37,7 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
-e2e: $(STAMP)
+e2e: $(STAMP) node_modules/.bin/buf
 	$(BIN)/pytest tests/e2e
 
 # Not part of `make test`: DATAMILL_LOAD_CLIENTS (200) clients for DATAMILL_LOAD_SECONDS (60), with a report.
