@@ -27,10 +27,10 @@ from datamill.v1 import dataset_service_pb2, dataset_service_pb2_grpc, job_servi
 from server.api.auth import AuthInterceptor
 from server.api.dataset_servicer import DatasetServicer
 from server.api.health import HealthReporter
-from server.api.interceptors import LoggingInterceptor
+from server.api.interceptors import LoggingInterceptor, TracingInterceptor
 from server.api.job_servicer import JobServicer
 from server.api.readiness import ReadinessGate
-from server.core import metrics
+from server.core import metrics, tracing
 from server.core.apikeys import ApiKeyVerifier
 from server.core.auth import TokenVerifier
 from server.core.errors import Unavailable
@@ -113,7 +113,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     )
     limiter = rate_limiter(settings)
     server = grpc.aio.server(
-        interceptors=[ReadinessGate(migrated), LoggingInterceptor(), authenticator(settings, pool, limiter)],
+        interceptors=[
+            ReadinessGate(migrated),
+            *([TracingInterceptor()] if tracing.configure(settings, "datamill-server") else []),
+            LoggingInterceptor(),
+            authenticator(settings, pool, limiter),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -15,6 +15,8 @@ from redis.asyncio import Redis
 from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisStreamBroker
 
+from server.core import tracing
+
 RUN_JOB_TASK: Final = "datamill.run_job"
 EXPIRE_JOBS_TASK: Final = "datamill.expire_jobs"
 CONSUMER_GROUP: Final = "datamill-workers"
@@ -55,7 +57,12 @@ class TaskiqDispatcher:
 
     async def dispatch(self, job_id: uuid.UUID) -> None:
         await self._ensure_started()
-        await self._kicker.kiq(str(job_id))
+        labels = tracing.inject({})
+        if labels:  # tracing on: the worker's span continues this one (a kicker per call: its labels are its own)
+            kicker: AsyncKicker[[str], None] = AsyncKicker(task_name=RUN_JOB_TASK, broker=self._broker, labels=labels)
+            await kicker.kiq(str(job_id))
+        else:
+            await self._kicker.kiq(str(job_id))
 
     async def expire_jobs(self) -> None:
         await self._ensure_started()

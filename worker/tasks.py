@@ -13,7 +13,7 @@ from typing import Annotated
 import structlog
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 
-from server.core import retention
+from server.core import retention, tracing
 from server.core.exports import ExportStore
 from server.core.logging import configure_logging
 from server.core.models import JobKind
@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _startup(state: TaskiqState) -> None:
     configure_logging(settings.log_level, settings.log_format.value)
+    tracing.configure(settings, "datamill-worker")  # in each worker process: exporters start threads
     pool = await open_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="datamill-worker")
     store = JobStore(pool)
     objects = open_object_store(settings)
@@ -60,7 +61,8 @@ async def _shutdown(state: TaskiqState) -> None:
 @broker.task(task_name=RUN_JOB_TASK)
 async def run_job(job_id: str, context: Annotated[Context, TaskiqDepends()]) -> None:
     runner: JobRunner = context.state.runner
-    await runner.run(uuid.UUID(job_id))
+    with tracing.span("datamill.run_job", context.message.labels, **{"datamill.job_id": job_id}):
+        await runner.run(uuid.UUID(job_id))
 
 
 @broker.task(task_name=EXPIRE_JOBS_TASK)

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import structlog
 
-from server.core import metrics
+from server.core import metrics, tracing
 
 log = structlog.get_logger(__name__)
 
@@ -108,3 +108,45 @@ def with_behaviors(
     if h.unary_stream:
         return grpc.unary_stream_rpc_method_handler(stream(h.unary_stream), *args)
     return grpc.stream_stream_rpc_method_handler(stream(h.stream_stream), *args)
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """A span per RPC, continuing the caller's `traceparent` (installed only when DATAMILL_TRACING is on)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        name = method.lstrip("/")
+        attributes = {"rpc.system": "grpc", "rpc.method": method.rsplit("/", 1)[-1]}
+
+        def carrier(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+            return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+        def unary_wrapper(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                with tracing.span(name, carrier(context), **attributes) as span:
+                    try:
+                        return await behavior(request, context)
+                    finally:
+                        span.set_attribute("rpc.grpc.status_code", status_name(context))
+
+            return wrapped
+
+        def stream_wrapper(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                with tracing.span(name, carrier(context), **attributes) as span:
+                    try:
+                        async for item in behavior(request, context):
+                            yield item
+                    finally:
+                        span.set_attribute("rpc.grpc.status_code", status_name(context))
+
+            return wrapped
+
+        return with_behaviors(handler, unary_wrapper, stream_wrapper)

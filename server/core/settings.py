@@ -6,10 +6,11 @@ regenerates that table from this class).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -193,6 +194,12 @@ class Settings(BaseSettings):
         15.0, gt=0, le=3600, description="How often the server counts live jobs and pool use for its gauges."
     )
 
+    # Tracing (OpenTelemetry, the `tracing` extra)
+    tracing: Literal["off", "otlp", "file"] = Field(
+        "off", description="`off`, `otlp` (OTEL_EXPORTER_OTLP_* configure it) or `file` (JSON lines)."
+    )
+    tracing_file: Path | None = Field(None, description="With DATAMILL_TRACING=file: where spans are appended.")
+
     # Logs
     log_level: str = Field("info", pattern="(?i)^(debug|info|warning|error)$", description="Log level.")
     log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
@@ -217,9 +224,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DATAMILL_TLS_CLIENT_CA_FILE (mTLS) needs DATAMILL_TLS_CERT_FILE and DATAMILL_TLS_KEY_FILE"
             )
+        if self.tracing == "file" and self.tracing_file is None:
+            raise ValueError("DATAMILL_TRACING=file needs DATAMILL_TRACING_FILE")
+        if self.tracing != "off" and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise ValueError(
+                f"DATAMILL_TRACING={self.tracing} needs the `tracing` extra: pip install 'datamill[tracing]'"
+            )
         if self.lease_seconds < 3 * self.sweep_interval_seconds:
             raise ValueError("DATAMILL_LEASE_SECONDS must be at least 3x DATAMILL_SWEEP_INTERVAL_SECONDS")
         return self
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def load_settings() -> Settings:
