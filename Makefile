@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo dev test check lint typecheck proto proto-check buf-lint unit integration e2e load bench clean docs
+.PHONY: venv demo dev test browser check lint typecheck proto proto-check buf-lint unit integration e2e load bench clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ dev: $(STAMP)
 	$(BIN)/datamill dev
 
 # README command 2: every check CI runs.
-test: $(STAMP) proto-check buf-lint lint typecheck
+test: $(STAMP) proto-check buf-lint lint typecheck browser
 	$(BIN)/pytest -p no:cacheprovider
+
+# The dashboard's browser test drives Debian's chromium (tests/e2e/test_dashboard.py); installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -37,7 +43,7 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
-e2e: $(STAMP) node_modules/.bin/buf
+e2e: $(STAMP) node_modules/.bin/buf browser
 	$(BIN)/pytest tests/e2e
 
 # Not part of `make test`: DATAMILL_LOAD_CLIENTS (200) clients for DATAMILL_LOAD_SECONDS (60), with a report.
@@ -56,6 +62,7 @@ proto: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/fieldtypes_doc.py
+	$(BIN)/python scripts/settings_doc.py
 
 proto-check: $(STAMP)
 	$(BIN)/python scripts/protogen.py --check

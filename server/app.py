@@ -8,8 +8,10 @@ pools close.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -151,6 +153,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     if settings.metrics_listen:
         metrics.serve(settings.metrics_listen)
     await server.start()
+    board = None
+    if settings.dashboard_listen:
+        from server import dashboard  # noqa: PLC0415  # aiohttp is loaded only for the dashboard
+
+        board = await dashboard.start(settings.dashboard_listen, loopback(settings.listen, port), pool)
     log.info("server_started", listen=settings.listen, port=port)
 
     sweeper = Sweeper(store, dispatcher, settings, uploads=uploads.store, exports=exports.store, objects=objects)
@@ -168,6 +175,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await health.drain()
         # Let load balancers see NOT_SERVING and move away before new RPCs are refused.
         await asyncio.sleep(settings.shutdown_delay_seconds)
+        if board is not None:
+            await board[0].cleanup()
+            await board[1].close()
         await server.stop(settings.shutdown_grace_seconds)
         for task in tasks:
             task.cancel()
@@ -204,6 +214,16 @@ def authenticator(settings: Settings, pool: AsyncConnectionPool[Any], limiter: R
     return AuthInterceptor(tokens=TokenVerifier.from_settings(settings), keys=ApiKeyVerifier(pool), limiter=limiter)
 
 
+DEFAULT_DASHBOARD = "127.0.0.1:8080"
+
+
+def loopback(listen: str, port: int) -> str:
+    """Where this process reaches its own gRPC server: `listen`'s host unless it is a wildcard."""
+    host = listen.rpartition(":")[0]
+    wildcard = host in ("0.0.0.0", "[::]", "::", "")  # noqa: S104 - recognised, not bound
+    return f"{'127.0.0.1' if wildcard else host}:{port}"
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS (mTLS with a client CA) from the configured PEM files, or None for plaintext; ValueError if unreadable."""
     if settings.tls_cert_file is None or settings.tls_key_file is None:
@@ -225,7 +245,18 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="datamill-server", description="The datamill gRPC server.")
+    parser.add_argument(
+        "--dashboard",
+        nargs="?",
+        const=DEFAULT_DASHBOARD,
+        metavar="HOST:PORT",
+        help=f"serve the web dashboard (default {DEFAULT_DASHBOARD}, or DATAMILL_DASHBOARD_LISTEN)",
+    )
+    args = parser.parse_args(argv)
+    if args.dashboard and not os.environ.get("DATAMILL_DASHBOARD_LISTEN"):
+        os.environ["DATAMILL_DASHBOARD_LISTEN"] = args.dashboard  # validated with the other settings
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
     try:  # fail fast, with the variable's name, before listening

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -144,8 +144,8 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def server_process(env: Mapping[str, str], log_path: Path) -> ServiceProcess:
-    return ServiceProcess("datamill-server", [_bin("datamill-server")], env, log_path)
+def server_process(env: Mapping[str, str], log_path: Path, args: Sequence[str] = ()) -> ServiceProcess:
+    return ServiceProcess("datamill-server", [_bin("datamill-server"), *args], env, log_path)
 
 
 def worker_process(

@@ -194,6 +194,11 @@ class Settings(BaseSettings):
         15.0, gt=0, le=3600, description="How often the server counts live jobs and pool use for its gauges."
     )
 
+    # Dashboard (server only)
+    dashboard_listen: str = Field(
+        "", description="host:port of the web dashboard; empty: off (`datamill-server --dashboard` turns it on)."
+    )
+
     # Tracing (OpenTelemetry, the `tracing` extra)
     tracing: Literal["off", "otlp", "file"] = Field(
         "off", description="`off`, `otlp` (OTEL_EXPORTER_OTLP_* configure it) or `file` (JSON lines)."
@@ -210,7 +215,12 @@ class Settings(BaseSettings):
             raise ValueError("DATAMILL_DB_POOL_MAX must be >= DATAMILL_DB_POOL_MIN")
         if self.object_store is ObjectStoreKind.S3 and not (self.s3_endpoint and self.s3_access_key):
             raise ValueError("DATAMILL_OBJECT_STORE=s3 needs DATAMILL_S3_ENDPOINT and DATAMILL_S3_ACCESS_KEY")
-        for name, value in (("LISTEN", self.listen), ("METRICS_LISTEN", self.metrics_listen or "x:0")):
+        listens = (
+            ("LISTEN", self.listen),
+            ("METRICS_LISTEN", self.metrics_listen),
+            ("DASHBOARD_LISTEN", self.dashboard_listen),
+        )
+        for name, value in ((n, v) for n, v in listens if v):
             host, sep, port = value.rpartition(":")
             if not sep or not host or not port.isdigit() or int(port) > 65535:
                 raise ValueError(f"DATAMILL_{name} must be host:port, got {value!r}")
@@ -223,6 +233,10 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError(
                 "DATAMILL_TLS_CLIENT_CA_FILE (mTLS) needs DATAMILL_TLS_CERT_FILE and DATAMILL_TLS_KEY_FILE"
+            )
+        if self.dashboard_listen and self.tls_cert_file is not None:
+            raise ValueError(
+                "DATAMILL_DASHBOARD_LISTEN: the dashboard calls the server over plaintext loopback, not TLS"
             )
         if self.tracing == "file" and self.tracing_file is None:
             raise ValueError("DATAMILL_TRACING=file needs DATAMILL_TRACING_FILE")

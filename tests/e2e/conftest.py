@@ -29,6 +29,7 @@ class Stack:
     logs: Path
     server: ServiceProcess
     workers: list[ServiceProcess] = field(default_factory=list)
+    server_args: tuple[str, ...] = ()
 
     def start_worker(self, processes: int = 1) -> ServiceProcess:
         proc = worker_process(
@@ -42,7 +43,7 @@ class Stack:
 
     def restart_server(self) -> None:
         self.server.stop()
-        self.server = server_process(self.env, self.logs / "server.log").start()
+        self.server = server_process(self.env, self.logs / "server.log", self.server_args).start()
         wait_for_serving(self.target, process=self.server)
 
     def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
@@ -80,6 +81,7 @@ def make_stack(
     workers: int = 1,
     create_database: bool = True,
     wait: bool = True,
+    server_args: tuple[str, ...] = (),
 ) -> Stack:
     dbname = f"e2e_{uuid.uuid4().hex[:12]}"
     database_url = stack_database(admin_conninfo, dbname, create=create_database)
@@ -99,7 +101,8 @@ def make_stack(
         },
     )
     logs = tmp / "logs"
-    stack = Stack(target, database_url, env, logs, server_process(env, logs / "server.log").start())
+    server = server_process(env, logs / "server.log", server_args).start()
+    stack = Stack(target, database_url, env, logs, server, server_args=server_args)
     for _ in range(workers):
         stack.start_worker()
     if wait:

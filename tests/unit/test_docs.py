@@ -1,4 +1,4 @@
-"""The docs match the code: docs/field-types.md is generated from the catalogue, README schemas validate."""
+"""The docs match the code: generated field types and settings table are current, README schemas validate."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_field_type_docs_are_current() -> None:
     result = subprocess.run(
         [sys.executable, "scripts/fieldtypes_doc.py", "--check"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_readme_settings_table_is_current() -> None:
+    """README.md lists every DATAMILL_* setting with its default, as scripts/settings_doc.py renders them."""
+    result = subprocess.run(
+        [sys.executable, "scripts/settings_doc.py", "--check"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
 
