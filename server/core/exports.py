@@ -37,7 +37,6 @@ from server.core.fileformats import (
 from server.core.jobs import JobDomain, check_request_id, request_hash
 from server.core.models import DatasetRow, JobKind, JobRow, NewJob, ProgressUnit
 from server.core.objects import ObjectStore
-from server.core.quotas import Quotas
 from server.core.schema import ColumnDef
 from server.core.sql import query
 from server.core.store import JobStore, LeaseLost
@@ -425,7 +424,7 @@ class ExportDomain:
             dataset_id=dataset.id,
             created_by=created_by,
         )
-        job, created = await self.jobs.store.create_job(new, quotas=Quotas.defaults(settings))
+        job, created = await self.jobs.store.create_job(new, quotas=self.jobs.quotas)
         if created:
             await self.jobs.dispatch(job.id)
             log.info("job_created", job_id=str(job.id), kind=job.kind.value, rows=rows, format=plan.format)

@@ -95,6 +95,7 @@ class JobDomain:
         self.store = store
         self.dispatcher = dispatcher
         self.settings = settings
+        self.quotas = Quotas.defaults(settings)  # each tenant's own quotas override these (server/core/quotas.py)
 
     async def generate(
         self, tenant: str, *, dataset_name: str, schema: SchemaSpec, request_id: str | None, created_by: str = ""
@@ -156,7 +157,7 @@ class JobDomain:
                 for start, count in ranges
             )
             new = replace(new, shards=shards)
-        job, created = await self.store.create_job(new, dataset, quotas=Quotas.defaults(self.settings))
+        job, created = await self.store.create_job(new, dataset, quotas=self.quotas)
         if created:
             for job_id in await self.store.shard_ids(job.id) if job.shard_count else [job.id]:
                 await self.dispatch(job_id)

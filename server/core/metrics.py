@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from server.core.models import ProgressUnit
+
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
@@ -71,7 +73,7 @@ def job_ended(job: JobRow, outcome: str, seconds: float, final: JobRow | None = 
     JOBS_FINISHED.labels(kind, outcome).inc()
     RUN_SECONDS.labels(kind, outcome).observe(seconds)
     if final is not None:
-        (BYTES if final.progress_unit.value == "BYTES" else ROWS).labels(kind).inc(final.progress_done)
+        (BYTES if final.progress_unit is ProgressUnit.BYTES else ROWS).labels(kind).inc(final.progress_done)
 
 
 async def refresh_server_gauges(pool: AsyncConnectionPool, interval: float) -> None:

@@ -91,8 +91,8 @@ async def quotas_for(conn: psycopg.AsyncConnection[Any], tenant: str, defaults: 
 
 async def admit(conn: psycopg.AsyncConnection[Any], new: NewJob, dataset: NewDataset | None, defaults: Quotas) -> None:
     """Refuse the job just inserted in `conn`'s transaction if it puts its tenant over a quota (rolling it back)."""
-    await conn.execute(_q("lock_tenant"), {"tenant": new.tenant})
-    quotas = await quotas_for(conn, new.tenant, defaults)
+    cur = await conn.execute(_q("lock_tenant_quotas"), {"tenant": new.tenant})
+    quotas = defaults.overridden(await cur.fetchone())
     if new.kind is JobKind.GENERATE:
         check(new.tenant, "generate_rows", quotas.generate_rows, new.progress_total)
     await check_counts(conn, new.tenant, quotas, dataset=dataset is not None)
@@ -106,15 +106,15 @@ async def check_counts(
     `admit` counts after its insert (adding=0); a new upload checks before any byte is sent (adding=1), without the
     lock, and its completion is admitted like any job.
     """
-    for quota, counted, applies in (
-        ("concurrent_jobs", "count_live_jobs", True),
-        ("datasets", "count_datasets", dataset),
-    ):
-        limit = getattr(quotas, quota)
-        if applies and limit:
-            cur = await conn.execute(_q(counted), {"tenant": tenant, "cap": limit + 1})
-            row: Any = await cur.fetchone()
-            check(tenant, quota, limit, row["n"] + adding)
+    jobs_cap = quotas.concurrent_jobs + 1 if quotas.concurrent_jobs else 0
+    datasets_cap = quotas.datasets + 1 if quotas.datasets and dataset else 0
+    if not (jobs_cap or datasets_cap):
+        return
+    cur = await conn.execute(_q("count_usage"), {"tenant": tenant, "jobs_cap": jobs_cap, "datasets_cap": datasets_cap})
+    used: Any = await cur.fetchone()
+    for quota, cap in (("concurrent_jobs", jobs_cap), ("datasets", datasets_cap)):
+        if cap:
+            check(tenant, quota, getattr(quotas, quota), used[quota] + adding)
 
 
 def set_quotas(conn: psycopg.Connection[Any], tenant: str, changes: dict[str, int | None]) -> dict[str, Any]:

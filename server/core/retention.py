@@ -18,10 +18,9 @@ from typing import Any
 import structlog
 from psycopg import sql
 
-from server.core.models import DATASET_SCHEMA
 from server.core.objects import ObjectStore
 from server.core.sql import query
-from server.core.store import JobStore
+from server.core.store import JobStore, drop_table
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +64,6 @@ async def expire_batch(store: JobStore, objects: ObjectStore, *, ttl_seconds: fl
         await conn.execute(_q("delete_objects_of_jobs"), params)
         cur = await conn.execute(_q("delete_datasets_of_jobs"), params)
         for row in await cur.fetchall():
-            drop = sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(DATASET_SCHEMA, row["table_name"]))
-            await conn.execute(drop)
+            await conn.execute(drop_table(row["table_name"]))
         await conn.execute(_q("delete_jobs"), params)
     return len(ids)

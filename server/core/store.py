@@ -248,7 +248,7 @@ class JobStore:
                     metadata={"dataset": dataset.name},
                 )
             await conn.execute(query("delete_dataset"), {"id": dataset.id})
-            await conn.execute(_drop_table(row["table_name"]))
+            await conn.execute(drop_table(row["table_name"]))
 
     # --- worker side: claim, lease, checkpoints, outcomes ---
 
@@ -482,10 +482,10 @@ async def drop_pending_dataset(conn: psycopg.AsyncConnection[Any], dataset_id: u
     row = await cur.fetchone()
     if row is not None:
         table = row[0] if isinstance(row, tuple) else row["table_name"]
-        await conn.execute(_drop_table(table))
+        await conn.execute(drop_table(table))
 
 
-def _drop_table(table_name: str) -> sql.Composed:
+def drop_table(table_name: str) -> sql.Composed:
     return sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(DATASET_SCHEMA, table_name))
 
 

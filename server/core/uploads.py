@@ -328,7 +328,7 @@ class UploadDomain:
             existing = await self._attach(tenant, header, request_id=header.request_id)
             if existing is not None:
                 return existing
-        quotas = await self.store.quotas(tenant, Quotas.defaults(self.settings), preflight=True)
+        quotas = await self.store.quotas(tenant, self.jobs.quotas, preflight=True)
         if header.total_size is not None:
             check(tenant, "upload_bytes", quotas.upload_bytes, header.total_size)
         if await self.store.dataset_name_taken(tenant, header.dataset_name):
@@ -409,7 +409,7 @@ class UploadDomain:
         if row.state == "COMPLETED":
             completed = Completed(row, await self.store.job(row.job_id, tenant))
         log.info("upload_resumed", upload_id=str(row.id), committed_offset=row.committed_offset, state=row.state)
-        quotas = await self.store.quotas(tenant, Quotas.defaults(self.settings))
+        quotas = await self.store.quotas(tenant, self.jobs.quotas)
         return UploadSession(
             self, row, parts, PySha256.deserialize(row.sha256_state), completed=completed, quota=quotas.upload_bytes
         )
@@ -464,7 +464,7 @@ class UploadDomain:
             id=dataset_id, name=header.dataset_name, table_name=dataset_table_name(dataset_id), columns=columns
         )
         upload_row, job_row = await self.store.complete(
-            upload, size=size, sha256=sha256, job=job, dataset=dataset, quotas=Quotas.defaults(self.settings)
+            upload, size=size, sha256=sha256, job=job, dataset=dataset, quotas=self.jobs.quotas
         )
         await self.jobs.dispatch(job_row.id)
         log.info("upload_completed", upload_id=str(upload.id), job_id=str(job_row.id), size=size)

@@ -10,22 +10,15 @@ CREATE FUNCTION datamill_tenant_visible(row_tenant text) RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT coalesce(nullif(current_setting('datamill.tenant', true), ''), row_tenant) = row_tenant $$;
 
-ALTER TABLE jobs ENABLE ROW LEVEL SECURITY;
-ALTER TABLE jobs FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_scope ON jobs USING (datamill_tenant_visible(tenant)) WITH CHECK (datamill_tenant_visible(tenant));
+-- Guards one table with a `tenant` column: later migrations call it for each new tenant table.
+CREATE FUNCTION datamill_guard_tenant_table(tab regclass) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tab);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tab);
+    EXECUTE format(
+        'CREATE POLICY tenant_scope ON %s USING (datamill_tenant_visible(tenant)) WITH CHECK (datamill_tenant_visible(tenant))',
+        tab
+    );
+END $$;
 
-ALTER TABLE datasets ENABLE ROW LEVEL SECURITY;
-ALTER TABLE datasets FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_scope ON datasets USING (datamill_tenant_visible(tenant)) WITH CHECK (datamill_tenant_visible(tenant));
-
-ALTER TABLE objects ENABLE ROW LEVEL SECURITY;
-ALTER TABLE objects FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_scope ON objects USING (datamill_tenant_visible(tenant)) WITH CHECK (datamill_tenant_visible(tenant));
-
-ALTER TABLE uploads ENABLE ROW LEVEL SECURITY;
-ALTER TABLE uploads FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_scope ON uploads USING (datamill_tenant_visible(tenant)) WITH CHECK (datamill_tenant_visible(tenant));
-
-ALTER TABLE api_keys ENABLE ROW LEVEL SECURITY;
-ALTER TABLE api_keys FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_scope ON api_keys USING (datamill_tenant_visible(tenant)) WITH CHECK (datamill_tenant_visible(tenant));
+SELECT datamill_guard_tenant_table(t) FROM unnest('{jobs, datasets, objects, uploads, api_keys}'::regclass[]) AS t;

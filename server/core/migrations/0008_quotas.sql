@@ -14,7 +14,4 @@ CREATE TABLE tenant_quotas (
 CREATE INDEX jobs_tenant_live_idx ON jobs (tenant) WHERE state IN ('QUEUED', 'RUNNING') AND parent_id IS NULL;
 
 -- The second guard of migration 0007 covers quotas too: an RPC reads only its own tenant's row.
-ALTER TABLE tenant_quotas ENABLE ROW LEVEL SECURITY;
-ALTER TABLE tenant_quotas FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_scope ON tenant_quotas
-    USING (datamill_tenant_visible(tenant)) WITH CHECK (datamill_tenant_visible(tenant));
+SELECT datamill_guard_tenant_table('tenant_quotas');

@@ -1,20 +1,23 @@
 -- name: tenant_quotas
 SELECT concurrent_jobs, generate_rows, upload_bytes, datasets FROM tenant_quotas WHERE tenant = %(tenant)s;
 
--- name: lock_tenant
--- Serialises admissions of one tenant until the transaction ends; other tenants are not held.
-SELECT pg_advisory_xact_lock(hashtextextended('datamill.quota:' || %(tenant)s, 0));
+-- name: lock_tenant_quotas
+-- Serialises admissions of one tenant until the transaction ends (other tenants are not held), and reads the
+-- tenant's own quotas in the same round trip: a NULL column, or no row, is the server's default.
+SELECT pg_advisory_xact_lock(hashtextextended('datamill.quota:' || %(tenant)s, 0)) AS locked,
+       q.concurrent_jobs, q.generate_rows, q.upload_bytes, q.datasets
+FROM (SELECT 1) AS one LEFT JOIN tenant_quotas q ON q.tenant = %(tenant)s;
 
--- name: count_live_jobs
--- Bounded: stops counting one past the limit.
-SELECT count(*) AS n FROM (
-    SELECT 1 FROM jobs
-    WHERE tenant = %(tenant)s AND state IN ('QUEUED', 'RUNNING') AND parent_id IS NULL
-    LIMIT %(cap)s
-) live;
-
--- name: count_datasets
-SELECT count(*) AS n FROM (SELECT 1 FROM datasets WHERE tenant = %(tenant)s LIMIT %(cap)s) owned;
+-- name: count_usage
+-- Both counts in one round trip, each bounded: it stops one past its limit, and a cap of 0 skips it. A separate
+-- statement from the lock, so that its snapshot is taken after the lock is held.
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM jobs
+        WHERE tenant = %(tenant)s AND state IN ('QUEUED', 'RUNNING') AND parent_id IS NULL
+        LIMIT %(jobs_cap)s
+    ) live) AS concurrent_jobs,
+    (SELECT count(*) FROM (SELECT 1 FROM datasets WHERE tenant = %(tenant)s LIMIT %(datasets_cap)s) held) AS datasets;
 
 -- name: ensure_quota_row
 INSERT INTO tenant_quotas (tenant) VALUES (%(tenant)s) ON CONFLICT (tenant) DO NOTHING;
