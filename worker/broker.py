@@ -36,6 +36,10 @@ def make_broker(redis_url: str, queue_name: str) -> RedisStreamBroker:
         idle_timeout=6 * 3600 * 1000,
         unacknowledged_lock_timeout=30,
         xread_block=1000,
+        # One message per XREADGROUP: the listener reads again only when the worker has a free slot, so a busy
+        # worker cannot take (and hold pending) messages that an idle one could run. The default, 100, let the first
+        # worker up claim every shard of a Generate at once.
+        xread_count=1,
     )
 
 
