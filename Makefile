@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo dev test browser check lint typecheck proto proto-check buf-lint unit integration e2e load bench clean docs
+.PHONY: venv demo dev test browser check lint typecheck proto proto-check buf-lint unit integration e2e load bench clean docs audit
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,5 +74,9 @@ buf-lint: node_modules/.bin/buf
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# pip-audit over what .venv holds, from its own venv: exit 0 clean, 1 findings or gaps, 3 blocked (no lookup worked).
+audit: $(STAMP)
+	$(BIN)/python scripts/audit.py
+
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .datamill
+	rm -rf $(VENV) .venv-audit node_modules .mypy_cache .ruff_cache .datamill
