@@ -208,7 +208,7 @@ def test_service_routes_to_the_server_grpc_port() -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    (port,) = service["spec"]["ports"]
+    (port,) = (p for p in service["spec"]["ports"] if p["name"] == "grpc")
     assert port["targetPort"] in {"grpc", _container_port()}
     assert port["appProtocol"] == "kubernetes.io/h2c"
 
@@ -250,6 +250,15 @@ def test_metrics_port_is_where_the_config_says_and_is_scraped(name: str) -> None
     assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
     annotations = template["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(port)
+
+
+def test_dashboard_port_is_where_the_config_says_and_served_by_the_service() -> None:
+    listen = _find("ConfigMap", "datamill-config")["data"]["DATAMILL_DASHBOARD_LISTEN"]
+    port = int(listen.rpartition(":")[2])
+    (container,) = _find("Deployment", "datamill-server")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "dashboard", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    service_ports = {p["name"]: p for p in _find("Service", "datamill-server")["spec"]["ports"]}
+    assert service_ports["dashboard"]["targetPort"] == "dashboard"
 
 
 def test_workloads_reference_existing_config_and_secret() -> None:
