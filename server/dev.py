@@ -156,8 +156,13 @@ def worker_process(
 
 
 @contextlib.contextmanager
-def dev_stack(data_dir: Path, *, port: int, workers: int) -> Iterator[tuple[str, dict[str, str]]]:
-    """Run the embedded services, the server and the workers; yield (target, env)."""
+def dev_stack(
+    data_dir: Path, *, port: int, workers: int, extra_env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Run the embedded services, the server and the workers (none when `workers` is 0); yield (target, env).
+
+    `extra_env` adds DATAMILL_* settings for the server and the workers (the benchmarks raise limits with it).
+    """
     from server.devstack import (  # noqa: PLC0415  # needs the embedded extra
         EmbeddedPostgres,
         EmbeddedRedis,
@@ -172,10 +177,10 @@ def dev_stack(data_dir: Path, *, port: int, workers: int) -> Iterator[tuple[str,
             redis_url=redis.url,
             listen=target,
             object_dir=data_dir / "objects",
-            extra={"DATAMILL_LOG_FORMAT": "json"},
+            extra={"DATAMILL_LOG_FORMAT": "json", **(extra_env or {})},
         )
         server = server_process(env, data_dir / "logs" / "server.log").start()
-        pool = [worker_process(env, data_dir / "logs" / "worker.log", processes=workers).start()]
+        pool = [worker_process(env, data_dir / "logs" / "worker.log", processes=workers).start()] if workers else []
         try:
             wait_for_serving(target, process=server)
             yield target, env
