@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
@@ -81,6 +82,56 @@ class Result:
         }
 
 
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of `samples` (fraction 0.99 for p99): a value that was measured."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(slots=True)
+class Latency:
+    """One line of the latency table: `concurrency` callers making calls for `seconds`, each call's latency kept."""
+
+    label: str
+    concurrency: int
+    samples_ms: list[float]
+    seconds: float
+    errors: int = 0
+    #: The baseline's line (same concurrency) this one is compared with: p99 and calls/s ratios in the table.
+    baseline: Latency | None = None
+    note: str = ""
+
+    def p(self, fraction: float) -> float:
+        return percentile(self.samples_ms, fraction)
+
+    @property
+    def calls_per_second(self) -> float:
+        return len(self.samples_ms) / self.seconds
+
+    def ratios(self) -> tuple[float, float] | None:
+        """(this p99 ÷ the baseline's, this calls/s ÷ the baseline's), or None without a baseline."""
+        if self.baseline is None or self.baseline is self:
+            return None
+        return self.p(0.99) / self.baseline.p(0.99), self.calls_per_second / self.baseline.calls_per_second
+
+    def to_json(self) -> dict[str, Any]:
+        ratios = self.ratios()
+        return {
+            "label": self.label,
+            "concurrency": self.concurrency,
+            "calls": len(self.samples_ms),
+            "errors": self.errors,
+            "seconds": round(self.seconds, 6),
+            "calls_per_second": round(self.calls_per_second, 1),
+            **{f"p{round(f * 100)}_ms": round(self.p(f), 3) for f in (0.5, 0.95, 0.99)},
+            "max_ms": round(max(self.samples_ms), 3),
+            "p99_ratio": None if ratios is None else round(ratios[0], 3),
+            "throughput_ratio": None if ratios is None else round(ratios[1], 3),
+            "note": self.note,
+        }
+
+
 @dataclass(slots=True)
 class Section:
     """One benchmark's results: table lines, notes under the table, and facts for the JSON."""
@@ -88,6 +139,7 @@ class Section:
     name: str
     title: str
     results: list[Result] = field(default_factory=list)
+    latencies: list[Latency] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: Facts about the services measured (e.g. PostgreSQL's version), merged into the run's machine facts.
     environment: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +150,7 @@ class Section:
             "name": self.name,
             "title": self.title,
             "results": [r.to_json() for r in self.results],
+            "latencies": [latency.to_json() for latency in self.latencies],
             "notes": self.notes,
             "environment": self.environment,
             "data": self.data,
@@ -172,12 +225,39 @@ def render_table(sections: Iterable[Section]) -> Table:
     return table
 
 
+def render_latency_table(sections: Iterable[Section]) -> Table:
+    table = Table(title="datamill latency", title_justify="left")
+    for name in ("benchmark", "measurement"):
+        table.add_column(name)
+    for name in ("callers", "calls", "errors", "p50 ms", "p95 ms", "p99 ms", "calls/s", "p99 ÷ base", "calls/s ÷ base"):
+        table.add_column(name, justify="right")
+    for section in sections:
+        for index, latency in enumerate(section.latencies):
+            ratios = latency.ratios()
+            table.add_row(
+                section.name if index == 0 else "",
+                latency.label + (f" [dim]({latency.note})[/]" if latency.note else ""),
+                f"{latency.concurrency:,}",
+                f"{len(latency.samples_ms):,}",
+                f"{latency.errors:,}",
+                *(f"{latency.p(f):.2f}" for f in (0.5, 0.95, 0.99)),
+                f"{latency.calls_per_second:,.0f}",
+                *(("", "") if ratios is None else (f"{ratios[0]:.2f}×", f"{ratios[1]:.2f}×")),
+            )
+        if section.latencies:
+            table.add_section()
+    return table
+
+
 def print_report(sections: Sequence[Section], machine: Mapping[str, Any]) -> None:
     out = Console(highlight=False, width=max(Console().width, 140))
     cpu = f"{machine['cpu_count']} CPUs ({machine['cpu_model']})"
     versions = f"Python {machine['python']}, PostgreSQL {machine.get('postgres', {}).get('server_version', '?')}"
     out.print(f"{cpu}, {versions}, load average {machine['load_average_start']} at start")
-    out.print(render_table(sections))
+    if any(section.results for section in sections):
+        out.print(render_table(sections))
+    if any(section.latencies for section in sections):
+        out.print(render_latency_table(sections))
     for section in sections:
         for note in section.notes:
             out.print(f"[bold]{section.name}[/]: {note}")
