@@ -1,0 +1,291 @@
+"""The control-plane benchmark: Generate and GetJob latency and throughput at 1, 50 and 200 concurrent callers.
+
+The stack is `server.dev.dev_stack` (embedded PostgreSQL and Redis, one datamill-server) with no worker: what
+is measured is the RPC, not the job. Each Generate is a one-row job into a new dataset, so the server does all
+of a real submission: authentication, the Redis rate-limit round trip, validation, the job's insert with its
+quota admission under the tenant's lock, the event row and NOTIFY its trigger makes, and the taskiq message
+on Redis. Rate limits and quotas are raised so that they admit everything, but they still run.
+
+The baseline is the gRPC health service's unary Check, measured the same way right before: the transport,
+the interceptors' bypass and the client's own cost, nothing of datamill's. The table gives each line's
+p99 and calls/s divided by Check's at the same concurrency.
+
+The callers run in CLIENT_PROCESSES processes of their own (grpc.aio on uvloop, a few channels each) so that
+one client's GIL does not cap what the server shows; they share the machine's CPUs with the server,
+PostgreSQL and Redis, which is what limits the throughput figures on a small machine (see the notes: the
+server's CPU share per line). A call counts when it starts and ends inside the measurement window, after
+a warm-up; every Generate the callers saw succeed is then counted in `jobs`, so a call that returned
+without creating a job would show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.common import Latency, Options, Section, cmdline, console, cpu_seconds, descendants, status_bytes
+from client._requests import CHANNEL_OPTIONS, to_schema
+from datamill.v1 import job_service_pb2, job_service_pb2_grpc
+from server.dev import dev_stack
+from server.devstack import free_port
+
+NAME = "control"
+CONCURRENCY = (1, 50, 200)
+SECONDS, QUICK_SECONDS = 5.0, 1.5
+WARMUP_SECONDS = 0.5
+CLIENT_PROCESSES = 2
+#: Channels (HTTP/2 connections) per client process, at most one per caller.
+CHANNELS_PER_PROCESS = 4
+#: Targets from the issue, at 200 callers on 2 CPUs.
+GENERATE_P99_TARGET_MS = 25.0
+GENERATE_RATE_TARGET = 500.0
+#: High enough to admit every call; the limiter's Redis round trip and the quota's lock still happen.
+LIMITS = {
+    "DATAMILL_RATE_LIMIT_READ_PER_SECOND": "1000000",
+    "DATAMILL_RATE_LIMIT_READ_BURST": "1000000",
+    "DATAMILL_RATE_LIMIT_WRITE_PER_SECOND": "1000000",
+    "DATAMILL_RATE_LIMIT_WRITE_BURST": "1000000",
+    "DATAMILL_QUOTA_CONCURRENT_JOBS": "0",
+    "DATAMILL_QUOTA_DATASETS": "0",
+}
+SMALL_SCHEMA: dict[str, Any] = {
+    "rows": 1,
+    "seed": 7,
+    "fields": [
+        {"name": "id", "type": "uuid4"},
+        {"name": "amount", "type": "float", "params": {"min": 0, "max": 100}},
+    ],
+}
+METHODS = ("Check", "GetJob", "Generate")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    target: str
+    method: str
+    callers: int
+    seconds: float
+    job_id: str
+
+
+@dataclass(slots=True)
+class _Outcome:
+    samples_ms: list[float]
+    errors: int
+    codes: dict[str, int]
+    cpu_seconds: float
+    #: The server's CPU time inside the measurement window (filled in by the parent).
+    server_cpu_seconds: float = 0.0
+
+
+def run(options: Options) -> Section:
+    section = Section(NAME, "control plane: unary RPC latency and throughput over a real server")
+    seconds = QUICK_SECONDS if options.quick else SECONDS
+    with (
+        tempfile.TemporaryDirectory(prefix="datamill-bench-control-") as tmp,
+        dev_stack(Path(tmp), port=free_port(), workers=0, extra_env=LIMITS) as (target, env),
+    ):
+        server = _find_server()
+        job_id = _one_job(target)
+        before = _count_jobs(env["DATAMILL_DATABASE_URL"])
+        generated = 0
+        for concurrency in CONCURRENCY:
+            baseline: Latency | None = None
+            for method in METHODS:
+                console.log(f"{method} at {concurrency} callers for {seconds:.1f} s")
+                latency, outcome = _measure(_Plan(target, method, concurrency, seconds, job_id), server)
+                server_share = outcome.server_cpu_seconds / seconds
+                latency.baseline = baseline
+                latency.note = f"server {server_share:.0%} of a CPU, clients {outcome.cpu_seconds:.1f} CPU-s"
+                baseline = baseline or latency
+                section.latencies.append(latency)
+                section.data.setdefault("codes", {})[f"{method}@{concurrency}"] = outcome.codes
+                if method == "Generate":
+                    generated += outcome.codes.get("OK", 0)
+        created = _count_jobs(env["DATAMILL_DATABASE_URL"]) - before
+        section.data["server_peak_rss_bytes"] = status_bytes(server, "VmHWM")
+    section.data.update(
+        {"seconds_per_line": seconds, "warmup_seconds": WARMUP_SECONDS, "client_processes": CLIENT_PROCESSES}
+    )
+    section.data.update({"generate_ok_calls": generated, "jobs_created": created})
+    section.notes.extend(_notes(section, generated, created, seconds))
+    return section
+
+
+def _notes(section: Section, generated: int, created: int, seconds: float) -> list[str]:
+    lines = {(latency.label, latency.concurrency): latency for latency in section.latencies}
+    generate = lines[("Generate", max(CONCURRENCY))]
+    best_rate = max(latency.calls_per_second for (label, _), latency in lines.items() if label == "Generate")
+    p99 = generate.p(0.99)
+    return [
+        f"Generate p99 at {generate.concurrency} callers: {p99:.1f} ms (target < {GENERATE_P99_TARGET_MS:.0f} ms: "
+        f"{'met' if p99 < GENERATE_P99_TARGET_MS else 'not met'})",
+        f"Generate submissions: {best_rate:,.0f}/s at best (target ≥ {GENERATE_RATE_TARGET:,.0f}/s: "
+        f"{'met' if best_rate >= GENERATE_RATE_TARGET else 'not met'})",
+        f"every Generate answered OK made a job: {created:,} jobs for {generated:,} OK answers (calls outside the"
+        " measurement windows included)" + ("" if created >= generated else " — MISMATCH"),
+        f"each line: {seconds:.1f} s measured after {WARMUP_SECONDS:.1f} s of warm-up, callers in "
+        f"{CLIENT_PROCESSES} client processes on the same CPUs; ratios are to Check at the same concurrency",
+        f"server peak RSS {section.data['server_peak_rss_bytes'] / 2**20:,.0f} MiB",
+    ]
+
+
+def _find_server() -> int:
+    matches = [pid for pid in descendants(os.getpid()) if any("datamill-server" in part for part in cmdline(pid)[:2])]
+    if len(matches) != 1:
+        raise RuntimeError(f"expected one datamill-server under this process, found {matches}")
+    return matches[0]
+
+
+def _one_job(target: str) -> str:
+    """A job for GetJob to read (it stays QUEUED: there is no worker)."""
+    with grpc.insecure_channel(target) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        response = stub.Generate(_generate_request(to_schema(SMALL_SCHEMA), "control_getjob"))
+        return str(response.job.id)
+
+
+def _count_jobs(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM jobs WHERE kind = 'GENERATE'").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _generate_request(schema: Any, name: str) -> job_service_pb2.GenerateRequest:
+    return job_service_pb2.GenerateRequest(dataset_name=name, schema=schema, request_id=str(uuid.uuid4()))
+
+
+# --- the load: client processes -----------------------------------------------------------------
+
+
+def _measure(plan: _Plan, server: int) -> tuple[Latency, _Outcome]:
+    """Run plan.callers callers over CLIENT_PROCESSES processes for one window; also the server's CPU in it."""
+    context = multiprocessing.get_context("spawn")
+    processes = min(CLIENT_PROCESSES, plan.callers)
+    shares = [plan.callers // processes + (1 if i < plan.callers % processes else 0) for i in range(processes)]
+    pipes: list[Connection] = []
+    children = []
+    for index, callers in enumerate(shares):
+        parent, child = context.Pipe()
+        share = _Plan(plan.target, plan.method, callers, plan.seconds, plan.job_id)
+        process = context.Process(target=_client_main, args=(share, index, child), daemon=True)
+        process.start()
+        child.close()
+        pipes.append(parent)
+        children.append(process)
+    try:
+        for pipe in pipes:
+            if pipe.recv() != "ready":
+                raise RuntimeError("a client process failed to connect")
+        start = time.monotonic() + 0.1
+        for pipe in pipes:
+            pipe.send(start)
+        time.sleep(max(0.0, start + WARMUP_SECONDS - time.monotonic()))
+        server_cpu = cpu_seconds(server)
+        time.sleep(max(0.0, start + WARMUP_SECONDS + plan.seconds - time.monotonic()))
+        server_cpu = cpu_seconds(server) - server_cpu
+        outcomes: list[_Outcome] = [pipe.recv() for pipe in pipes]
+    finally:
+        for process in children:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    codes: dict[str, int] = {}
+    for outcome in outcomes:
+        for code, count in outcome.codes.items():
+            codes[code] = codes.get(code, 0) + count
+    merged = _Outcome(
+        samples_ms=[ms for outcome in outcomes for ms in outcome.samples_ms],
+        errors=sum(outcome.errors for outcome in outcomes),
+        codes=codes,
+        cpu_seconds=sum(outcome.cpu_seconds for outcome in outcomes),
+        server_cpu_seconds=server_cpu,
+    )
+    if not merged.samples_ms:
+        raise RuntimeError(f"{plan.method} at {plan.callers} callers: no call completed ({codes})")
+    latency = Latency(plan.method, plan.callers, merged.samples_ms, plan.seconds, errors=merged.errors)
+    return latency, merged
+
+
+def _client_main(plan: _Plan, index: int, pipe: Connection) -> None:
+    import uvloop  # noqa: PLC0415  # a dependency of the server on Linux
+
+    pipe.send(uvloop.run(_client(plan, index, pipe)))
+
+
+async def _client(plan: _Plan, index: int, pipe: Connection) -> _Outcome:
+    import resource  # noqa: PLC0415
+
+    channels = [
+        grpc.aio.insecure_channel(plan.target, options=[*CHANNEL_OPTIONS, ("grpc.channel_id", i)])
+        for i in range(min(CHANNELS_PER_PROCESS, plan.callers))
+    ]
+    calls = [_call_maker(plan, channel, index, i) for i, channel in enumerate(channels)]
+    for call in calls:  # connect every channel before the clock starts
+        await call()
+    pipe.send("ready")
+    start: float = await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+    measure_from = start + WARMUP_SECONDS
+    measure_to = measure_from + plan.seconds
+    samples: list[float] = []
+    codes: dict[str, int] = {}
+    errors = 0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
+
+    async def caller(call: Callable[[], Awaitable[object]]) -> None:
+        nonlocal errors
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        while (began := time.monotonic()) < measure_to:
+            code = "OK"
+            try:
+                await call()
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+            ended = time.monotonic()
+            codes[code] = codes.get(code, 0) + 1
+            if began >= measure_from and ended <= measure_to:
+                if code == "OK":
+                    samples.append((ended - began) * 1000)
+                else:
+                    errors += 1
+
+    await asyncio.gather(*(caller(calls[i % len(calls)]) for i in range(plan.callers)))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    for channel in channels:
+        await channel.close()
+    return _Outcome(samples, errors, codes, usage.ru_utime + usage.ru_stime - cpu_before)
+
+
+def _call_maker(plan: _Plan, channel: grpc.aio.Channel, process: int, index: int) -> Callable[[], Awaitable[object]]:
+    if plan.method == "Check":
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest()
+        return lambda: health.Check(check)
+    jobs = job_service_pb2_grpc.JobServiceStub(channel)
+    if plan.method == "GetJob":
+        get = job_service_pb2.GetJobRequest(job_id=plan.job_id)
+        return lambda: jobs.GetJob(get)
+    schema = to_schema(SMALL_SCHEMA)
+    prefix = f"control_{uuid.uuid4().hex[:8]}_{process}_{index}_"
+    counter = iter(range(1 << 62))
+
+    def generate() -> Awaitable[object]:
+        return jobs.Generate(_generate_request(schema, f"{prefix}{next(counter)}"))
+
+    return generate
