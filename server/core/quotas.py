@@ -89,13 +89,42 @@ async def quotas_for(conn: psycopg.AsyncConnection[Any], tenant: str, defaults: 
     return defaults.overridden(await cur.fetchone())
 
 
-async def admit(conn: psycopg.AsyncConnection[Any], new: NewJob, dataset: NewDataset | None, defaults: Quotas) -> None:
-    """Refuse the job just inserted in `conn`'s transaction if it puts its tenant over a quota (rolling it back)."""
-    cur = await conn.execute(_q("lock_tenant_quotas"), {"tenant": new.tenant})
-    quotas = defaults.overridden(await cur.fetchone())
+async def send_admission(
+    conn: psycopg.AsyncConnection[Any], new: NewJob, dataset: NewDataset | None, defaults: Quotas
+) -> Admission:
+    """Send the tenant's lock and its counts after the job's insert, in the caller's pipeline; `admit` reads them."""
+    lock = await conn.execute(_q("lock_tenant_quotas"), {"tenant": new.tenant})
+    usage = await conn.execute(
+        _q("count_admission"),
+        {
+            "tenant": new.tenant,
+            "jobs": defaults.concurrent_jobs,
+            "datasets": defaults.datasets,
+            "dataset": dataset is not None,
+        },
+    )
+    return Admission(new, defaults, lock, usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The lock and counts `send_admission` sent for one new job."""
+
+    new: NewJob
+    defaults: Quotas
+    lock: psycopg.AsyncCursor[Any]
+    usage: psycopg.AsyncCursor[Any]
+
+
+async def admit(admission: Admission) -> None:
+    """Refuse the job just inserted in the transaction if it puts its tenant over a quota (the caller rolls back)."""
+    new = admission.new
+    quotas = admission.defaults.overridden(await admission.lock.fetchone())
     if new.kind is JobKind.GENERATE:
         check(new.tenant, "generate_rows", quotas.generate_rows, new.progress_total)
-    await check_counts(conn, new.tenant, quotas, dataset=dataset is not None)
+    used: Any = await admission.usage.fetchone()
+    for quota in ("concurrent_jobs", "datasets"):
+        check(new.tenant, quota, getattr(quotas, quota), used[quota])
 
 
 async def check_counts(
@@ -103,8 +132,8 @@ async def check_counts(
 ) -> None:
     """Raise QuotaExceeded if the tenant's live jobs (and, with `dataset`, datasets) plus `adding` are over quota.
 
-    `admit` counts after its insert (adding=0); a new upload checks before any byte is sent (adding=1), without the
-    lock, and its completion is admitted like any job.
+    A new upload checks before any byte is sent (adding=1), without the lock, and its completion is admitted like
+    any job (`send_admission`, `admit`).
     """
     jobs_cap = quotas.concurrent_jobs + 1 if quotas.concurrent_jobs else 0
     datasets_cap = quotas.datasets + 1 if quotas.datasets and dataset else 0

@@ -34,7 +34,7 @@ from server.core.models import (
     NewDataset,
     NewJob,
 )
-from server.core.quotas import Quotas, admit
+from server.core.quotas import Quotas, admit, send_admission
 from server.core.sql import query
 from server.core.tenancy import row_tenant
 
@@ -104,15 +104,16 @@ class JobStore:
         """
         tenant = row_tenant.get()
         with translate_errors():
-            async with self.pool.connection() as conn:
-                if transaction:
-                    async with conn.transaction():
-                        if tenant is not None:
-                            await conn.execute(_SCOPE, (tenant,))
-                        yield conn  # type: ignore[misc]
-                    return
-                if tenant is not None:
-                    await conn.execute(_SCOPE, (tenant,))
+            async with self.pool.connection() as conn, contextlib.AsyncExitStack() as block:
+                if tenant is None:
+                    if transaction:
+                        await block.enter_async_context(conn.transaction())
+                else:
+                    # One round trip for BEGIN and the scope: outside a pipeline psycopg sends BEGIN on its own.
+                    async with conn.pipeline():
+                        if transaction:
+                            await block.enter_async_context(conn.transaction())
+                        await conn.execute(_SCOPE, (tenant,))
                 yield conn  # type: ignore[misc]
 
     async def ping(self) -> None:
@@ -502,8 +503,24 @@ async def insert_job(
     """`JobStore.create_job` in the caller's transaction (also used to create an upload's ingest job)."""
     job_id = uuid.uuid4()
     dataset_id = dataset.id if dataset else new.dataset_id
-    cur = await conn.execute(query("insert_job"), _job_params(job_id, new, dataset_id, parent_id=None))
-    row = await cur.fetchone()
+    admission = None
+    async with conn.pipeline():  # the inserts and the quota's lock and counts in one round trip
+        cur = await conn.execute(query("insert_job"), _job_params(job_id, new, dataset_id, parent_id=None))
+        if dataset is not None:  # inserts nothing when the job's insert did (its request_id is taken)
+            await conn.execute(
+                query("insert_dataset"),
+                {
+                    "id": dataset.id,
+                    "tenant": new.tenant,
+                    "name": dataset.name,
+                    "table_name": dataset.table_name,
+                    "columns": Jsonb(dataset.columns),
+                    "job_id": job_id,
+                },
+            )
+        if quotas is not None:
+            admission = await send_admission(conn, new, dataset, quotas)
+        row = await cur.fetchone()
     if row is None:  # the request_id is taken
         cur = await conn.execute(query("get_job_by_request_id"), {"tenant": new.tenant, "request_id": new.request_id})
         existing = JobRow.from_row(await _one(cur))
@@ -514,20 +531,8 @@ async def insert_job(
                 metadata={"request_id": new.request_id or "", "job_id": str(existing.id)},
             )
         return existing, False
-    if dataset is not None:
-        await conn.execute(
-            query("insert_dataset"),
-            {
-                "id": dataset.id,
-                "tenant": new.tenant,
-                "name": dataset.name,
-                "table_name": dataset.table_name,
-                "columns": Jsonb(dataset.columns),
-                "job_id": job_id,
-            },
-        )
+    if admission is not None:
+        await admit(admission)
     for shard in new.shards:
         await conn.execute(query("insert_job"), _job_params(uuid.uuid4(), shard, dataset_id, parent_id=job_id))
-    if quotas is not None:
-        await admit(conn, new, dataset, quotas)
     return JobRow.from_row(row), True

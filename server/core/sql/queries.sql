@@ -16,8 +16,10 @@ RETURNING *;
 SELECT * FROM jobs WHERE tenant = %(tenant)s AND request_id = %(request_id)s;
 
 -- name: insert_dataset
+-- Sent with insert_job in one pipeline: inserts nothing when that insert did nothing (its request_id was taken).
 INSERT INTO datasets (id, tenant, name, table_name, columns, job_id)
-VALUES (%(id)s, %(tenant)s, %(name)s, %(table_name)s, %(columns)s, %(job_id)s);
+SELECT %(id)s, %(tenant)s, %(name)s, %(table_name)s, %(columns)s, %(job_id)s
+WHERE EXISTS (SELECT FROM jobs WHERE id = %(job_id)s);
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s AND tenant = %(tenant)s;

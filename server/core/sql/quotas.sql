@@ -19,6 +19,24 @@ SELECT
     ) live) AS concurrent_jobs,
     (SELECT count(*) FROM (SELECT 1 FROM datasets WHERE tenant = %(tenant)s LIMIT %(datasets_cap)s) held) AS datasets;
 
+-- name: count_admission
+-- count_usage for admitting a job, with the caps worked out here from the tenant's own quotas (a NULL column, or no
+-- row: the server's default, passed in), so that it can be sent together with the lock in one round trip. It is
+-- still its own statement after the lock, so its snapshot is taken once the lock is held.
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM jobs
+        WHERE tenant = %(tenant)s AND state IN ('QUEUED', 'RUNNING') AND parent_id IS NULL
+        LIMIT caps.jobs_cap
+    ) live) AS concurrent_jobs,
+    (SELECT count(*) FROM (SELECT 1 FROM datasets WHERE tenant = %(tenant)s LIMIT caps.datasets_cap) held) AS datasets
+FROM (
+    SELECT CASE WHEN jobs = 0 THEN 0 ELSE jobs + 1 END AS jobs_cap,
+           CASE WHEN datasets = 0 OR NOT %(dataset)s THEN 0 ELSE datasets + 1 END AS datasets_cap
+    FROM (SELECT coalesce(q.concurrent_jobs, %(jobs)s) AS jobs, coalesce(q.datasets, %(datasets)s) AS datasets
+          FROM (SELECT 1) AS one LEFT JOIN tenant_quotas q ON q.tenant = %(tenant)s) AS quotas
+) AS caps;
+
 -- name: ensure_quota_row
 INSERT INTO tenant_quotas (tenant) VALUES (%(tenant)s) ON CONFLICT (tenant) DO NOTHING;
 
