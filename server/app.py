@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +70,13 @@ async def _migrate_when_reachable(url: str, ready: asyncio.Event) -> None:
             return
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Listen at once with health NOT_SERVING; serve once migrated and PostgreSQL, Redis answer."""
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None, process_index: int = 0) -> None:
+    """Listen at once with health NOT_SERVING; serve once migrated and PostgreSQL, Redis answer.
+
+    With DATAMILL_SERVER_PROCESSES > 1 this is one of the processes `supervise` starts: each serves gRPC on the
+    shared port, process 0 alone runs the sweeper and the dashboard, and process i serves metrics on the metrics
+    port + i.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -124,7 +131,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            # Off for one process, so that a port already taken fails loudly instead of being shared.
+            ("grpc.so_reuseport", int(settings.server_processes > 1)),
         ],
     )
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
@@ -151,20 +159,21 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         raise Unavailable(f"cannot listen on {settings.listen}")
     await health.set_all(serving=False)
     if settings.metrics_listen:
-        metrics.serve(settings.metrics_listen)
+        host, _, metrics_port = settings.metrics_listen.rpartition(":")
+        metrics.serve(f"{host}:{int(metrics_port) + process_index}")
     await server.start()
     board = None
-    if settings.dashboard_listen:
+    if settings.dashboard_listen and process_index == 0:
         from server import dashboard  # noqa: PLC0415  # aiohttp is loaded only for the dashboard
 
         board = await dashboard.start(settings.dashboard_listen, loopback(settings.listen, port), pool)
-    log.info("server_started", listen=settings.listen, port=port)
+    log.info("server_started", listen=settings.listen, port=port, process_index=process_index)
 
     sweeper = Sweeper(store, dispatcher, settings, uploads=uploads.store, exports=exports.store, objects=objects)
     tasks = [
         asyncio.create_task(_migrate_when_reachable(settings.database_url, migrated), name="migrate"),
         asyncio.create_task(hub.run(), name="event-hub"),
-        asyncio.create_task(sweeper.run(migrated), name="sweeper"),
+        *([asyncio.create_task(sweeper.run(migrated), name="sweeper")] if process_index == 0 else []),
         asyncio.create_task(health.run(), name="health"),
         asyncio.create_task(metrics.refresh_server_gauges(pool, settings.metrics_interval_seconds), name="metrics"),
     ]
@@ -254,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="HOST:PORT",
         help=f"serve the web dashboard (default {DEFAULT_DASHBOARD}, or DATAMILL_DASHBOARD_LISTEN)",
     )
+    parser.add_argument("--process-index", type=int, default=None, help=argparse.SUPPRESS)  # set by supervise
     args = parser.parse_args(argv)
     if args.dashboard and not os.environ.get("DATAMILL_DASHBOARD_LISTEN"):
         os.environ["DATAMILL_DASHBOARD_LISTEN"] = args.dashboard  # validated with the other settings
@@ -266,12 +276,45 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         sys.stderr.write(f"datamill: invalid configuration\n  {exc}\n")
         raise SystemExit(2) from None
+    if settings.server_processes > 1 and args.process_index is None:
+        raise SystemExit(supervise(settings.server_processes, sys.argv[1:] if argv is None else argv))
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, process_index=args.process_index or 0))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, process_index=args.process_index or 0))
+
+
+def supervise(count: int, argv: list[str]) -> int:
+    """Run `count` server processes on the shared port; pass SIGTERM/SIGINT on; end when they have all ended.
+
+    A process that ends by itself (a crash) stops the others, and the supervisor exits 1, so that the
+    orchestrator restarts the whole set rather than serving on with fewer processes than configured.
+    """
+    command = [sys.executable, "-m", "server.app", *argv]
+    children = [subprocess.Popen([*command, "--process-index", str(i)]) for i in range(count)]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    log.info("server_supervising", processes=count, pids=[child.pid for child in children])
+    failed = False
+    while any(child.poll() is None for child in children):
+        for child in children:
+            if child.poll() is not None and not stopping:
+                log.error("server_process_exited", pid=child.pid, returncode=child.returncode)
+                failed = True
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return 1 if failed or any(child.returncode for child in children) else 0
 
 
 if __name__ == "__main__":

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
 
     # Server
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server listens on.")
+    server_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the listen port (SO_REUSEPORT): one Python process uses one CPU at most.",
+    )
     shutdown_grace_seconds: PositiveSeconds = Field(10.0, description="How long SIGTERM lets RPCs drain.")
     shutdown_delay_seconds: float = Field(
         0.0, ge=0, description="After SIGTERM, report NOT_SERVING this long before refusing new RPCs."
@@ -224,6 +230,8 @@ class Settings(BaseSettings):
             host, sep, port = value.rpartition(":")
             if not sep or not host or not port.isdigit() or int(port) > 65535:
                 raise ValueError(f"DATAMILL_{name} must be host:port, got {value!r}")
+        if self.server_processes > 1 and self.listen.rpartition(":")[2] == "0":
+            raise ValueError("DATAMILL_SERVER_PROCESSES > 1 needs a fixed port in DATAMILL_LISTEN, not 0")
         for point in self.crash_points:
             kind, _, phase = point.partition(":")
             if phase not in ("claimed", "midway", "before_done") or not kind.isupper():

@@ -18,6 +18,7 @@ BASE = {"DATAMILL_DATABASE_URL": "postgresql://x/y", "DATAMILL_REDIS_URL": "redi
         ("DATAMILL_METRICS_INTERVAL_SECONDS", "0", "DATAMILL_METRICS_INTERVAL_SECONDS"),
         ("DATAMILL_QUOTA_CONCURRENT_JOBS", "-1", "DATAMILL_QUOTA_CONCURRENT_JOBS"),
         ("DATAMILL_QUOTA_UPLOAD_BYTES", "lots", "DATAMILL_QUOTA_UPLOAD_BYTES"),
+        ("DATAMILL_SERVER_PROCESSES", "0", "DATAMILL_SERVER_PROCESSES"),
     ],
 )
 def test_a_bad_value_exits_naming_its_variable(
@@ -42,3 +43,15 @@ def test_metrics_and_quota_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.quota_upload_bytes, settings.quota_datasets) == (0, 10000)
     monkeypatch.setenv("DATAMILL_METRICS_LISTEN", "[::]:9464")
     assert load_settings().metrics_listen == "[::]:9464"
+
+
+def test_several_server_processes_need_a_fixed_port(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in {**BASE, "DATAMILL_SERVER_PROCESSES": "2", "DATAMILL_LISTEN": "0.0.0.0:0"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit):
+        load_settings()
+    assert "DATAMILL_SERVER_PROCESSES > 1 needs a fixed port" in capsys.readouterr().err
+    monkeypatch.setenv("DATAMILL_LISTEN", "0.0.0.0:50051")
+    assert load_settings().server_processes == 2
