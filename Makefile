@@ -71,8 +71,9 @@ buf-lint: node_modules/.bin/buf
 	npx --no-install buf lint
 	npx --no-install buf build -o /dev/null
 
+# Every benchmark, one after the other (about 15 minutes on 2 CPUs); one JSON file in bench/results/.
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench all
 
 # pip-audit over what .venv holds, from its own venv: exit 0 clean, 1 findings or gaps, 3 blocked (no lookup worked).
 audit: $(STAMP)

@@ -1,9 +1,11 @@
-"""`python -m bench`: run the benchmarks, print one table, write bench/results/<UTC timestamp>.json.
+"""`python -m bench`: run the benchmarks, print their tables, write bench/results/<UTC timestamp>.json.
 
 A benchmark is a module with `run(options: Options) -> Section`; add it to
-BENCHMARKS to have it run here. `python -m bench upload` runs the Upload
-benchmark instead, and `python -m bench export` the Export benchmark; each has
-options of its own (`python -m bench upload -h`, `python -m bench export -h`).
+BENCHMARKS to have it run here (`--only NAME` picks some). `python -m bench upload`
+runs the Upload benchmark instead, and `python -m bench export` the Export
+benchmark; each has options of its own (`python -m bench upload -h`). `python -m
+bench all` (`make bench`) runs every benchmark with its defaults, one after the
+other on the same machine, and writes one JSON file with every section.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import common, export, generate, upload
+from bench import common, control, export, generate, scaling, upload, watch
 from bench.common import Options, Section
 
 BENCHMARKS: dict[str, Callable[[Options], Section]] = {
     generate.NAME: generate.run,
+    control.NAME: control.run,
+    watch.NAME: watch.run,
+    scaling.NAME: scaling.run,
 }
 DEFAULT_ROWS = 1_000_000
 QUICK_ROWS = 200_000
@@ -39,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main_upload(args[1:])
     if args[:1] == [export.NAME]:
         return _main_export(args[1:])
+    if args[:1] == ["all"]:
+        return _main_all(args[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,
@@ -61,6 +68,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"rows": options.rows, "repeats": options.repeats, "quick": options.quick},
         results_dir=parsed.results_dir,
         report=common.print_report,
+    )
+
+
+def _main_all(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench all", description="Every benchmark with its defaults.")
+    parser.add_argument("--quick", action="store_true", help="the smaller runs of each (a smoke test, not figures)")
+    parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR, help="where the JSON file goes")
+    parsed = parser.parse_args(argv)
+    quick = parsed.quick
+    options = Options(rows=QUICK_ROWS if quick else DEFAULT_ROWS, repeats=2 if quick else 3, quick=quick)
+    upload_options = upload.UploadBenchOptions(
+        size_bytes=(64 if quick else upload.DEFAULT_SIZE_MIB) * common.MIB,
+        repeats=1 if quick else upload.DEFAULT_REPEATS,
+    )
+    export_options = export.ExportBenchOptions(
+        rows=export.QUICK_ROWS if quick else export.DEFAULT_ROWS,
+        repeats=1 if quick else export.DEFAULT_REPEATS,
+        quick=quick,
+        s3=False,
+        results_dir=parsed.results_dir,
+    )
+
+    def measure() -> list[Section]:
+        sections = [BENCHMARKS[name](options) for name in BENCHMARKS]
+        return [*sections, upload.run(upload_options), export.run(export_options)]
+
+    def report(sections: Sequence[Section], machine: dict[str, Any]) -> None:
+        common.print_report([s for s in sections if s.name != upload.NAME], machine)
+        for section in sections:
+            if section.name == upload.NAME:
+                upload.print_report(section, machine)
+        common.print_summary(sections)
+
+    return _run(
+        measure,
+        {"all": True, **common.options_json(options), "upload": upload_options.to_json()},
+        results_dir=parsed.results_dir,
+        report=report,
     )
 
 

@@ -263,6 +263,23 @@ def print_report(sections: Sequence[Section], machine: Mapping[str, Any]) -> Non
             out.print(f"[bold]{section.name}[/]: {note}")
 
 
+def print_summary(sections: Sequence[Section]) -> None:
+    """The figures every benchmark holds against a target, gathered under all the tables."""
+    out = Console(highlight=False, width=max(Console().width, 140))
+    table = Table(title="targets", title_justify="left")
+    table.add_column("benchmark")
+    table.add_column("figure against its target")
+    for section in sections:
+        for note in section.notes:
+            if "target" in note:
+                table.add_row(section.name, note)
+    out.print(table)
+
+
+def options_json(options: Options) -> dict[str, Any]:
+    return {"rows": options.rows, "repeats": options.repeats, "quick": options.quick}
+
+
 def write_json(document: Mapping[str, Any], started: datetime, directory: Path = RESULTS_DIR) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"

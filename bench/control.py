@@ -21,13 +21,14 @@ without creating a job would show.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ import grpc.aio
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.common import Latency, Options, Section, cmdline, console, cpu_seconds, descendants, status_bytes
+from bench.common import Latency, Options, Section, cmdline, console, descendants, status_bytes
+from bench.scaling import _Meters
 from client._requests import CHANNEL_OPTIONS, to_schema
 from datamill.v1 import job_service_pb2, job_service_pb2_grpc
 from server.dev import dev_stack
@@ -96,29 +98,35 @@ class _Outcome:
     errors: int
     codes: dict[str, int]
     cpu_seconds: float
-    #: The server's CPU time inside the measurement window (filled in by the parent).
-    server_cpu_seconds: float = 0.0
+    #: CPU seconds inside the measurement window by party: server, postgres, redis, machine (filled in by the parent).
+    parties: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def server_cpu_seconds(self) -> float:
+        return self.parties.get("server", 0.0)
 
 
 def run(options: Options) -> Section:
     section = Section(NAME, "control plane: unary RPC latency and throughput over a real server")
     seconds = QUICK_SECONDS if options.quick else SECONDS
     with (
+        contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory(prefix="datamill-bench-control-") as tmp,
         dev_stack(Path(tmp), port=free_port(), workers=0, extra_env=LIMITS) as (target, env),
     ):
         server = _find_server()
         job_id = _one_job(target)
+        admin = stack.enter_context(psycopg.connect(env["DATAMILL_DATABASE_URL"]))
+        meters = _Meters(admin)
         before = _count_jobs(env["DATAMILL_DATABASE_URL"])
         generated = 0
         for concurrency in CONCURRENCY:
             baseline: Latency | None = None
             for method in METHODS:
                 console.log(f"{method} at {concurrency} callers for {seconds:.1f} s")
-                latency, outcome = _measure(_Plan(target, method, concurrency, seconds, job_id), server)
-                server_share = outcome.server_cpu_seconds / seconds
+                latency, outcome = _measure(_Plan(target, method, concurrency, seconds, job_id), meters)
                 latency.baseline = baseline
-                latency.note = f"server {server_share:.0%} of a CPU, clients {outcome.cpu_seconds:.1f} CPU-s"
+                latency.note = _cpu_note(latency, outcome)
                 baseline = baseline or latency
                 section.latencies.append(latency)
                 section.data.setdefault("codes", {})[f"{method}@{concurrency}"] = outcome.codes
@@ -128,13 +136,14 @@ def run(options: Options) -> Section:
         for method in METHODS:
             console.log(f"{method} paced at {PACED_RATE:,.0f}/s by {PACED_CALLERS} callers for {seconds:.1f} s")
             plan = _Plan(target, method, PACED_CALLERS, seconds, job_id, rate=PACED_RATE)
-            latency, outcome = _measure(plan, server)
+            latency, outcome = _measure(plan, meters)
             latency.label = f"{method}, paced {PACED_RATE:,.0f}/s"
             latency.baseline = baseline
-            latency.note = f"server {outcome.server_cpu_seconds / seconds:.0%} of a CPU"
+            latency.note = _cpu_note(latency, outcome)
             baseline = baseline or latency
             section.latencies.append(latency)
             section.data.setdefault("codes", {})[f"{method}@{PACED_CALLERS}/paced"] = outcome.codes
+            section.data.setdefault("cpu_seconds", {})[f"{method}@{PACED_CALLERS}/paced"] = outcome.parties
             if method == "Generate":
                 generated += outcome.codes.get("OK", 0)
         created = _count_jobs(env["DATAMILL_DATABASE_URL"]) - before
@@ -172,6 +181,18 @@ def _notes(section: Section, generated: int, created: int, seconds: float) -> li
     ]
 
 
+def _cpu_note(latency: Latency, outcome: _Outcome) -> str:
+    """CPU milliseconds per call of the server, PostgreSQL, Redis and the clients, and how busy the machine was."""
+    calls = max(1, len(latency.samples_ms))
+    per_call = {key: outcome.parties[key] * 1000 / calls for key in ("server", "postgres", "redis")}
+    clients = outcome.cpu_seconds * 1000 / calls
+    busy = outcome.parties["machine"] / latency.seconds
+    return (
+        f"CPU ms/call: server {per_call['server']:.2f}, PostgreSQL {per_call['postgres']:.2f}, "
+        f"Redis {per_call['redis']:.2f}, clients {clients:.2f}; {busy:.1f} CPUs busy"
+    )
+
+
 def _met(met: bool) -> str:
     return "met" if met else "not met"
 
@@ -182,11 +203,6 @@ def _find_server() -> int:
     if len(matches) != 1:
         raise RuntimeError(f"expected one datamill-server under this process, found {matches}")
     return matches[0]
-
-
-def server_cpu_seconds(server: int) -> float:
-    """CPU time of the server and of the processes it supervises."""
-    return sum(cpu_seconds(pid) for pid in (server, *descendants(server)))
 
 
 def _one_job(target: str) -> str:
@@ -211,7 +227,7 @@ def _generate_request(schema: Any, name: str) -> job_service_pb2.GenerateRequest
 # --- the load: client processes -----------------------------------------------------------------
 
 
-def _measure(plan: _Plan, server: int) -> tuple[Latency, _Outcome]:
+def _measure(plan: _Plan, meters: _Meters) -> tuple[Latency, _Outcome]:
     """Run plan.callers callers over CLIENT_PROCESSES processes for one window; also the server's CPU in it."""
     context = multiprocessing.get_context("spawn")
     processes = min(CLIENT_PROCESSES, plan.callers)
@@ -236,9 +252,9 @@ def _measure(plan: _Plan, server: int) -> tuple[Latency, _Outcome]:
         for pipe in pipes:
             pipe.send(start)
         time.sleep(max(0.0, start + WARMUP_SECONDS - time.monotonic()))
-        server_cpu = server_cpu_seconds(server)
+        before = meters.read([])
         time.sleep(max(0.0, start + WARMUP_SECONDS + plan.seconds - time.monotonic()))
-        server_cpu = server_cpu_seconds(server) - server_cpu
+        used = meters.since(before, [], plan.seconds)
         outcomes: list[_Outcome] = [pipe.recv() for pipe in pipes]
     finally:
         for process in children:
@@ -254,7 +270,7 @@ def _measure(plan: _Plan, server: int) -> tuple[Latency, _Outcome]:
         errors=sum(outcome.errors for outcome in outcomes),
         codes=codes,
         cpu_seconds=sum(outcome.cpu_seconds for outcome in outcomes),
-        server_cpu_seconds=server_cpu,
+        parties={key: used[key] for key in ("server", "postgres", "redis", "machine")},
     )
     if not merged.samples_ms:
         raise RuntimeError(f"{plan.method} at {plan.callers} callers: no call completed ({codes})")
@@ -285,8 +301,13 @@ async def _client(plan: _Plan, index: int, pipe: Connection) -> _Outcome:
     samples: list[float] = []
     codes: dict[str, int] = {}
     errors = 0
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_before = usage.ru_utime + usage.ru_stime
+    window: list[float] = []  # this process's CPU seconds at the window's start and end
+
+    async def meter() -> None:
+        for moment in (measure_from, measure_to):
+            await asyncio.sleep(max(0.0, moment - time.monotonic()))
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            window.append(usage.ru_utime + usage.ru_stime)
 
     # Paced: caller k starts its calls at start + (k / all callers + n) × interval, n = 0, 1, ..., and its latency
     # is counted from that scheduled time, so a slow server cannot hide its queueing by slowing the callers down.
@@ -313,11 +334,10 @@ async def _client(plan: _Plan, index: int, pipe: Connection) -> _Outcome:
                 else:
                     errors += 1
 
-    await asyncio.gather(*(caller(i, calls[i % len(calls)]) for i in range(plan.callers)))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(meter(), *(caller(i, calls[i % len(calls)]) for i in range(plan.callers)))
     for channel in channels:
         await channel.close()
-    return _Outcome(samples, errors, codes, usage.ru_utime + usage.ru_stime - cpu_before)
+    return _Outcome(samples, errors, codes, window[1] - window[0])
 
 
 def _call_maker(plan: _Plan, channel: grpc.aio.Channel, process: int, index: int) -> Callable[[], Awaitable[object]]:
