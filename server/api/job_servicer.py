@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -189,9 +191,25 @@ def _upload_completed(completed: Completed) -> pb.UploadResponse:
     return pb.UploadResponse(completed=message)
 
 
+#: The last events' responses, shared by every watcher of the job on this process; never mutated once built.
+_EVENT_RESPONSES: collections.OrderedDict[tuple[uuid.UUID, int], pb.WatchJobResponse] = collections.OrderedDict()
+_EVENT_RESPONSES_KEPT = 4096
+
+
+def _event_response(row: EventRow) -> pb.WatchJobResponse:
+    """An event's response, converted once for all its watchers (a job's event is the same for each of them)."""
+    key = (row.job_id, row.seq)
+    response = _EVENT_RESPONSES.get(key)
+    if response is None:
+        response = _EVENT_RESPONSES[key] = pb.WatchJobResponse(event=convert.event(row))
+        if len(_EVENT_RESPONSES) > _EVENT_RESPONSES_KEPT:
+            _EVENT_RESPONSES.popitem(last=False)
+    return response
+
+
 def _watch_response(message: WatchMessage) -> pb.WatchJobResponse:
     if isinstance(message, EventRow):
-        return pb.WatchJobResponse(event=convert.event(message))
+        return _event_response(message)
     if isinstance(message, Subscribed):
         return pb.WatchJobResponse(subscribed=pb.WatchSubscribed(job_id=message.job_id))
     if isinstance(message, Ended):
