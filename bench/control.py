@@ -110,9 +110,9 @@ def run(options: Options) -> Section:
     section = Section(NAME, "control plane: unary RPC latency and throughput over a real server")
     seconds = QUICK_SECONDS if options.quick else SECONDS
     with (
-        contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory(prefix="datamill-bench-control-") as tmp,
         dev_stack(Path(tmp), port=free_port(), workers=0, extra_env=LIMITS) as (target, env),
+        contextlib.ExitStack() as stack,  # closed before the stack stops PostgreSQL
     ):
         server = _find_server()
         job_id = _one_job(target)
