@@ -312,7 +312,8 @@ def _notes(load: _Load, outcome: _Outcome, each: Latency, every: Latency) -> lis
         f"commit → every watcher p99 {p99:.1f} ms, p50 {every.p(0.5):.1f} ms (target p99 < {P99_TARGET_MS:.0f} ms:"
         f" {'met' if p99 < P99_TARGET_MS else 'NOT met'}); commit → each watcher p99 {each.p(0.99):.1f} ms,"
         f" p50 {each.p(0.5):.1f} ms; median of the events committed in the first quarter of the updates"
-        f" {outcome.drift_ms[0]:.1f} ms, in the last {outcome.drift_ms[1]:.1f} ms (much higher: a growing backlog)",
+        f" {outcome.drift_ms[0]:.1f} ms, in the last {outcome.drift_ms[1]:.1f} ms"
+        + (" (a growing backlog)" if outcome.drift_ms[1] > 2 * outcome.drift_ms[0] + 5 else " (no growing backlog)"),
         f"load: {load.jobs} jobs × {load.updates} progress updates + 1 terminal event, one every"
         f" {load.interval * 1000:.0f} ms per job, staggered: {rate:,.0f} events/s committed, each to"
         f" {load.streams // load.jobs} watchers ({rate * load.streams / load.jobs:,.0f} deliveries/s); this process"
@@ -332,7 +333,8 @@ def _notes(load: _Load, outcome: _Outcome, each: Latency, every: Latency) -> lis
         f" {server['rss_after_bytes'] / MIB:,.0f} MiB",
         f"client processes ({load.processes} × {load.streams // load.processes} streams, up to"
         f" {CHANNELS_PER_PROCESS} channels each): {client_cpu:.2f} CPU-s in all while following, the busiest at"
-        f" {busiest:.0%} of one core (near 100%: the client, not the server, bounds the latency)",
+        f" {busiest:.0%} of one core"
+        + (" (the client, not the server, may bound the latency)" if busiest > 0.8 else " (not the bottleneck)"),
     ]
     if outcome.postgres_cpu_seconds is not None:
         notes.append(
