@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -76,6 +76,9 @@ METHODS = ("Check", "GetJob", "Generate")
 #: The paced lines: PACED_CALLERS callers offering PACED_RATE calls/s in all, each on a fixed schedule.
 PACED_CALLERS = 200
 PACED_RATE = 500.0
+#: Lines measured again with DATAMILL_SERVER_PROCESSES (not with --quick), against the one-process line.
+SERVER_PROCESSES = 2
+SERVER_PROCESSES_LINES = (("GetJob", 50), ("Generate", 50), ("Generate", 200))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,51 +112,71 @@ class _Outcome:
 def run(options: Options) -> Section:
     section = Section(NAME, "control plane: unary RPC latency and throughput over a real server")
     seconds = QUICK_SECONDS if options.quick else SECONDS
-    with (
-        tempfile.TemporaryDirectory(prefix="datamill-bench-control-") as tmp,
-        dev_stack(Path(tmp), port=free_port(), workers=0, extra_env=LIMITS) as (target, env),
-        contextlib.ExitStack() as stack,  # closed before the stack stops PostgreSQL
-    ):
-        server = _find_server()
-        job_id = _one_job(target)
-        admin = stack.enter_context(psycopg.connect(env["DATAMILL_DATABASE_URL"]))
-        meters = _Meters(admin)
-        before = _count_jobs(env["DATAMILL_DATABASE_URL"])
-        generated = 0
+    counts = {"generated": 0, "created": 0}
+    with _stack(LIMITS, counts) as (target, meters, job_id, server):
         for concurrency in CONCURRENCY:
             baseline: Latency | None = None
             for method in METHODS:
-                console.log(f"{method} at {concurrency} callers for {seconds:.1f} s")
-                latency, outcome = _measure(_Plan(target, method, concurrency, seconds, job_id), meters)
-                latency.baseline = baseline
-                latency.note = _cpu_note(latency, outcome)
+                plan = _Plan(target, method, concurrency, seconds, job_id)
+                latency = _line(section, plan, meters, baseline, counts)
                 baseline = baseline or latency
-                section.latencies.append(latency)
-                section.data.setdefault("codes", {})[f"{method}@{concurrency}"] = outcome.codes
-                if method == "Generate":
-                    generated += outcome.codes.get("OK", 0)
         baseline = None
         for method in METHODS:
-            console.log(f"{method} paced at {PACED_RATE:,.0f}/s by {PACED_CALLERS} callers for {seconds:.1f} s")
             plan = _Plan(target, method, PACED_CALLERS, seconds, job_id, rate=PACED_RATE)
-            latency, outcome = _measure(plan, meters)
-            latency.label = f"{method}, paced {PACED_RATE:,.0f}/s"
-            latency.baseline = baseline
-            latency.note = _cpu_note(latency, outcome)
+            latency = _line(section, plan, meters, baseline, counts, label=f"{method}, paced {PACED_RATE:,.0f}/s")
             baseline = baseline or latency
-            section.latencies.append(latency)
-            section.data.setdefault("codes", {})[f"{method}@{PACED_CALLERS}/paced"] = outcome.codes
-            section.data.setdefault("cpu_seconds", {})[f"{method}@{PACED_CALLERS}/paced"] = outcome.parties
-            if method == "Generate":
-                generated += outcome.codes.get("OK", 0)
-        created = _count_jobs(env["DATAMILL_DATABASE_URL"]) - before
         section.data["server_peak_rss_bytes"] = status_bytes(server, "VmHWM")
+    if not options.quick:  # the same lines with the server's CPU ceiling lifted: ratios to 1 process's
+        one_process = {(x.label, x.concurrency): x for x in section.latencies}
+        settings = {**LIMITS, "DATAMILL_SERVER_PROCESSES": str(SERVER_PROCESSES)}
+        with _stack(settings, counts) as (target, meters, job_id, _):
+            for method, concurrency in SERVER_PROCESSES_LINES:
+                plan = _Plan(target, method, concurrency, seconds, job_id)
+                label = f"{method}, {SERVER_PROCESSES} server processes"
+                _line(section, plan, meters, one_process[(method, concurrency)], counts, label=label)
     section.data.update(
         {"seconds_per_line": seconds, "warmup_seconds": WARMUP_SECONDS, "client_processes": CLIENT_PROCESSES}
     )
-    section.data.update({"generate_ok_calls": generated, "jobs_created": created})
-    section.notes.extend(_notes(section, generated, created, seconds))
+    section.data.update({"generate_ok_calls": counts["generated"], "jobs_created": counts["created"]})
+    section.notes.extend(_notes(section, counts["generated"], counts["created"], seconds))
     return section
+
+
+@contextlib.contextmanager
+def _stack(settings: dict[str, str], counts: dict[str, int]) -> Iterator[tuple[str, _Meters, str, int]]:
+    """A stack with no worker; yields (target, meters, a job for GetJob, the server's pid); counts the jobs made."""
+    with (
+        tempfile.TemporaryDirectory(prefix="datamill-bench-control-") as tmp,
+        dev_stack(Path(tmp), port=free_port(), workers=0, extra_env=settings) as (target, env),
+        psycopg.connect(env["DATAMILL_DATABASE_URL"]) as admin,  # closed before the stack stops PostgreSQL
+    ):
+        job_id = _one_job(target)
+        before = _count_jobs(admin)
+        yield target, _Meters(admin), job_id, _find_server()
+        counts["created"] += _count_jobs(admin) - before
+
+
+def _line(
+    section: Section,
+    plan: _Plan,
+    meters: _Meters,
+    baseline: Latency | None,
+    counts: dict[str, int],
+    *,
+    label: str | None = None,
+) -> Latency:
+    """Measure one line, add it to the section with its CPU note, codes and CPU figures; count Generate's OKs."""
+    label = label or plan.method
+    console.log(f"{label} at {plan.callers} callers for {plan.seconds:.1f} s")
+    latency, outcome = _measure(plan, meters)
+    latency.label, latency.baseline, latency.note = label, baseline, _cpu_note(latency, outcome)
+    section.latencies.append(latency)
+    key = f"{label}@{plan.callers}"
+    section.data.setdefault("codes", {})[key] = outcome.codes
+    section.data.setdefault("cpu_seconds", {})[key] = outcome.parties
+    if plan.method == "Generate":
+        counts["generated"] += outcome.codes.get("OK", 0)
+    return latency
 
 
 def _notes(section: Section, generated: int, created: int, seconds: float) -> list[str]:
@@ -178,6 +201,13 @@ def _notes(section: Section, generated: int, created: int, seconds: float) -> li
         f"{CLIENT_PROCESSES} client processes on the same CPUs; ratios are to Check at the same concurrency and pace; "
         "rate limits raised and quotas off (0), so the limiter's Redis call and the quota's lock still run",
         f"server peak RSS {section.data['server_peak_rss_bytes'] / 2**20:,.0f} MiB",
+        *(
+            f"{x.label} at {x.concurrency} callers: {x.calls_per_second:,.0f} calls/s, "
+            f"{x.calls_per_second / x.baseline.calls_per_second:.2f}× one process's, p99 {x.p(0.99):.0f} ms "
+            f"against {x.baseline.p(0.99):.0f} (the ratio columns of these lines are to one process's line)"
+            for x in section.latencies
+            if "server processes" in x.label and x.baseline is not None
+        ),
     ]
 
 
@@ -213,11 +243,10 @@ def _one_job(target: str) -> str:
         return str(response.job.id)
 
 
-def _count_jobs(database_url: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM jobs WHERE kind = 'GENERATE'").fetchone()
-        assert row is not None
-        return int(row[0])
+def _count_jobs(admin: psycopg.Connection[Any]) -> int:
+    row = admin.execute("SELECT count(*) FROM jobs WHERE kind = 'GENERATE'").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _generate_request(schema: Any, name: str) -> job_service_pb2.GenerateRequest:
