@@ -24,13 +24,26 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    import psycopg
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
+
+#: Rate limits and quotas that admit every call of a benchmark; the limiter's Redis call and the quota's lock still run.
+OPEN_LIMITS = {
+    "DATAMILL_RATE_LIMIT_READ_PER_SECOND": "1000000",
+    "DATAMILL_RATE_LIMIT_READ_BURST": "1000000",
+    "DATAMILL_RATE_LIMIT_WRITE_PER_SECOND": "1000000",
+    "DATAMILL_RATE_LIMIT_WRITE_BURST": "1000000",
+    "DATAMILL_QUOTA_CONCURRENT_JOBS": "0",
+    "DATAMILL_QUOTA_DATASETS": "0",
+}
 
 #: Progress goes to stderr so that stdout carries only the table.
 console = Console(stderr=True, highlight=False)
@@ -412,3 +425,88 @@ def cpu_seconds(pid: int) -> float:
     fields = stat.rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+# --- CPU seconds of the stack's processes ----------------------------------------------------------------
+
+
+#: What is measured besides the worker processes; "client" is this process, which submits and watches the jobs.
+PARTIES = ("postgres", "server", "redis", "client")
+
+
+class Meters:
+    """CPU seconds of the stack's processes and of the machine, read before and after a measurement."""
+
+    def __init__(self, admin: psycopg.Connection[Any]) -> None:
+        # pgserver's PostgreSQL is not our descendant: find its postmaster as the parent of our own backend.
+        backend = admin.execute("SELECT pg_backend_pid()").fetchone()
+        if backend is None:
+            raise RuntimeError("PostgreSQL did not give its backend pid")
+        self.postmaster = parent_pid(int(backend[0]))
+        ours = descendants(os.getpid())
+        self.server = only_process(ours, "datamill-server")
+        self.redis = only_process(ours, "redis-server")
+
+    def read(self, workers: list[int]) -> dict[str, Any]:
+        return {
+            "workers": [live_cpu_seconds(pid) for pid in workers],
+            "postgres": tree_cpu_seconds(self.postmaster),
+            "server": tree_cpu_seconds(self.server),
+            "redis": live_cpu_seconds(self.redis),
+            "client": cpu_seconds(os.getpid()),
+            "machine": machine_busy_seconds(),
+        }
+
+    def since(self, before: dict[str, Any], workers: list[int], seconds: float) -> dict[str, Any]:
+        after = self.read(workers)
+        spent = [round(a - b, 3) for a, b in zip(after["workers"], before["workers"], strict=True)]
+        parties = {key: round(after[key] - before[key], 3) for key in (*PARTIES, "machine")}
+        ours = sum(spent) + sum(parties[key] for key in PARTIES)
+        return {
+            "seconds": round(seconds, 4),
+            "workers": sorted(spent, reverse=True),
+            **parties,
+            "ours": round(ours, 3),
+        }
+
+
+def only_process(pids: list[int], program: str) -> int:
+    matches = [pid for pid in pids if any(program in part for part in cmdline(pid)[:2])]
+    tops = [pid for pid in matches if not any(pid in descendants(other) for other in matches)]
+    if len(tops) != 1:
+        raise RuntimeError(f"expected one {program} under process {os.getpid()}, found {tops}")
+    return tops[0]
+
+
+def proc_stat(pid: int) -> list[str]:
+    # The command name (field 2) may hold spaces; the fields after it are plain numbers, from field 3 (state) on.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def parent_pid(pid: int) -> int:
+    return int(proc_stat(pid)[1])
+
+
+def live_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a live process, 0 for one that has just exited (its time is then its parent's)."""
+    with contextlib.suppress(OSError):
+        return cpu_seconds(pid)
+    return 0.0
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of `root`, of its live descendants, and of the children it has already waited for.
+
+    PostgreSQL's backends come and go; a finished one's time moves into the postmaster's cutime and cstime, so
+    a difference of two readings counts every process that ran in between.
+    """
+    fields = proc_stat(root)
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(root) + reaped + sum(live_cpu_seconds(pid) for pid in descendants(root))
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs spent not idle (user, nice, system, irq, softirq, steal) since boot, from /proc/stat."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")

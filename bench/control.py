@@ -38,8 +38,7 @@ import grpc.aio
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.common import Latency, Options, Section, cmdline, console, descendants, status_bytes
-from bench.scaling import _Meters
+from bench.common import OPEN_LIMITS, Latency, Meters, Options, Section, cmdline, console, descendants, status_bytes
 from client._requests import CHANNEL_OPTIONS, to_schema
 from datamill.v1 import job_service_pb2, job_service_pb2_grpc
 from server.dev import dev_stack
@@ -55,15 +54,6 @@ CHANNELS_PER_PROCESS = 4
 #: Targets from the issue, at 200 callers on 2 CPUs.
 GENERATE_P99_TARGET_MS = 25.0
 GENERATE_RATE_TARGET = 500.0
-#: High enough to admit every call; the limiter's Redis round trip and the quota's lock still happen.
-LIMITS = {
-    "DATAMILL_RATE_LIMIT_READ_PER_SECOND": "1000000",
-    "DATAMILL_RATE_LIMIT_READ_BURST": "1000000",
-    "DATAMILL_RATE_LIMIT_WRITE_PER_SECOND": "1000000",
-    "DATAMILL_RATE_LIMIT_WRITE_BURST": "1000000",
-    "DATAMILL_QUOTA_CONCURRENT_JOBS": "0",
-    "DATAMILL_QUOTA_DATASETS": "0",
-}
 SMALL_SCHEMA: dict[str, Any] = {
     "rows": 1,
     "seed": 7,
@@ -113,7 +103,7 @@ def run(options: Options) -> Section:
     section = Section(NAME, "control plane: unary RPC latency and throughput over a real server")
     seconds = QUICK_SECONDS if options.quick else SECONDS
     counts = {"generated": 0, "created": 0}
-    with _stack(LIMITS, counts) as (target, meters, job_id, server):
+    with _stack(OPEN_LIMITS, counts) as (target, meters, job_id, server):
         for concurrency in CONCURRENCY:
             baseline: Latency | None = None
             for method in METHODS:
@@ -128,7 +118,7 @@ def run(options: Options) -> Section:
         section.data["server_peak_rss_bytes"] = status_bytes(server, "VmHWM")
     if not options.quick:  # the same lines with the server's CPU ceiling lifted: ratios to 1 process's
         one_process = {(x.label, x.concurrency): x for x in section.latencies}
-        settings = {**LIMITS, "DATAMILL_SERVER_PROCESSES": str(SERVER_PROCESSES)}
+        settings = {**OPEN_LIMITS, "DATAMILL_SERVER_PROCESSES": str(SERVER_PROCESSES)}
         with _stack(settings, counts) as (target, meters, job_id, _):
             for method, concurrency in SERVER_PROCESSES_LINES:
                 plan = _Plan(target, method, concurrency, seconds, job_id)
@@ -143,7 +133,7 @@ def run(options: Options) -> Section:
 
 
 @contextlib.contextmanager
-def _stack(settings: dict[str, str], counts: dict[str, int]) -> Iterator[tuple[str, _Meters, str, int]]:
+def _stack(settings: dict[str, str], counts: dict[str, int]) -> Iterator[tuple[str, Meters, str, int]]:
     """A stack with no worker; yields (target, meters, a job for GetJob, the server's pid); counts the jobs made."""
     with (
         tempfile.TemporaryDirectory(prefix="datamill-bench-control-") as tmp,
@@ -152,14 +142,14 @@ def _stack(settings: dict[str, str], counts: dict[str, int]) -> Iterator[tuple[s
     ):
         job_id = _one_job(target)
         before = _count_jobs(admin)
-        yield target, _Meters(admin), job_id, _find_server()
+        yield target, Meters(admin), job_id, _find_server()
         counts["created"] += _count_jobs(admin) - before
 
 
 def _line(
     section: Section,
     plan: _Plan,
-    meters: _Meters,
+    meters: Meters,
     baseline: Latency | None,
     counts: dict[str, int],
     *,
@@ -256,7 +246,7 @@ def _generate_request(schema: Any, name: str) -> job_service_pb2.GenerateRequest
 # --- the load: client processes -----------------------------------------------------------------
 
 
-def _measure(plan: _Plan, meters: _Meters) -> tuple[Latency, _Outcome]:
+def _measure(plan: _Plan, meters: Meters) -> tuple[Latency, _Outcome]:
     """Run plan.callers callers over CLIENT_PROCESSES processes for one window; also the server's CPU in it."""
     context = multiprocessing.get_context("spawn")
     processes = min(CLIENT_PROCESSES, plan.callers)

@@ -58,12 +58,14 @@ from bench.common import (
     RESULTS_DIR,
     Result,
     Section,
-    children,
     console,
     cpu_seconds,
+    machine_busy_seconds,
     paired_ratio,
+    parent_pid,
     run_rounds,
     status_bytes,
+    tree_cpu_seconds,
 )
 from bench.generate import (
     STANDARD_SCHEMA,
@@ -73,7 +75,7 @@ from bench.generate import (
     _reset_peak_rss,
     _worker_processes,
 )
-from bench.upload import _find_weed, _machine_busy_seconds, _minio_client, _stop_on_sigterm
+from bench.upload import _find_weed, _minio_client, _stop_on_sigterm
 from client import Client
 from datamill.v1 import job_pb2
 from server.dev import dev_stack, server_process, service_env, wait_for_serving, worker_process
@@ -333,7 +335,7 @@ class _Bench:
         self.workers = _worker_processes(_find_worker(os.getpid()))
         self.rss_resettable = True
         backend = admin.execute("SELECT pg_backend_pid()").fetchone()
-        self.postmaster = _parent(int(backend[0])) if backend else 0
+        self.postmaster = parent_pid(int(backend[0])) if backend else 0
         self.weed = _find_weed() if stack.objects.kind == "s3" else None
 
     # datasets
@@ -460,32 +462,12 @@ class _Bench:
         self.admin.execute("CHECKPOINT")
 
     def _cpu(self) -> _Cpu:
-        busy = _machine_busy_seconds()
+        busy = machine_busy_seconds()
         worker = sum(cpu_seconds(pid) for pid in self.workers)
-        postgres = _tree_cpu_seconds(self.postmaster)
+        postgres = tree_cpu_seconds(self.postmaster)
         bench = time.process_time()
         s3 = 0.0 if self.weed is None else cpu_seconds(self.weed)
         return _Cpu(worker, postgres, bench, s3, busy - worker - postgres - bench - s3)
-
-
-def _parent(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("PPid:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/{pid}/status has no PPid")
-
-
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process, of its live children, and of the children it has reaped (cutime, cstime)."""
-
-    def total(process: int) -> float:
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile: its time is in the parent's cutime once reaped
-            return 0.0
-        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-    return total(pid) + sum(total(child) for child in children(pid))
 
 
 @dataclass(frozen=True, slots=True)

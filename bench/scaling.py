@@ -19,7 +19,6 @@ whole machine (/proc/stat), so the notes can say where the curve's ceiling is.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.common import Options, Result, Section, cmdline, console, cpu_seconds, descendants, paired_ratio, run_rounds
+from bench.common import Meters, Options, Result, Section, console, paired_ratio, run_rounds
 from bench.generate import STANDARD_SCHEMA, _peak_rss, _postgres_facts, _Stack, _worker_processes
 from client import Client
 from datamill.v1 import job_pb2
@@ -75,7 +74,7 @@ class _ScalingStack(_Stack):
     seconds a round, a cost that does not shrink with more worker processes and would flatten the curve.
     """
 
-    def run_at_once(self, rows: int, count: int, meters: _Meters, workers: list[int]) -> _Run:
+    def run_at_once(self, rows: int, count: int, meters: Meters, workers: list[int]) -> _Run:
         """Submit `count` jobs of `rows` rows at once and watch them until all are SUCCEEDED; then check their rows."""
         names = [f"bench_{uuid.uuid4().hex[:12]}" for _ in range(count)]
         schema = {**self.schema, "rows": rows}
@@ -103,7 +102,7 @@ class _ScalingStack(_Stack):
 class _Run:
     seconds: float  # from the first Generate call until every job was SUCCEEDED
     submit_seconds: float  # from the first Generate call until every one had returned
-    cpu: dict[str, Any]  # CPU seconds over `seconds`, from `_Meters.since`
+    cpu: dict[str, Any]  # CPU seconds over `seconds`, from `Meters.since`
 
 
 def run(options: Options) -> Section:
@@ -133,7 +132,7 @@ def run(options: Options) -> Section:
         ):
             section.environment["postgres"] = _postgres_facts(admin)
             stack = _ScalingStack(client, admin, env["DATAMILL_DATABASE_URL"], STANDARD_SCHEMA)
-            meters = _Meters(admin)
+            meters = Meters(admin)
             logs = Path(tmp) / "logs"
 
             def measure(point: _Point) -> Callable[[int], float]:
@@ -275,88 +274,3 @@ def _start(pool: ServiceProcess, processes: int) -> list[int]:
             return workers
         time.sleep(0.1)
     raise TimeoutError(f"{pool.name} did not start {processes} worker processes within {STARTUP_TIMEOUT:.0f}s")
-
-
-# --- CPU seconds ---------------------------------------------------------------------------------------
-
-
-#: What is measured besides the worker processes; "client" is this process, which submits and watches the jobs.
-_PARTIES = ("postgres", "server", "redis", "client")
-
-
-class _Meters:
-    """CPU seconds of the stack's processes and of the machine, read before and after a measurement."""
-
-    def __init__(self, admin: psycopg.Connection[Any]) -> None:
-        # pgserver's PostgreSQL is not our descendant: find its postmaster as the parent of our own backend.
-        backend = admin.execute("SELECT pg_backend_pid()").fetchone()
-        if backend is None:
-            raise RuntimeError("PostgreSQL did not give its backend pid")
-        self.postmaster = _parent(int(backend[0]))
-        ours = descendants(os.getpid())
-        self.server = _one(ours, "datamill-server")
-        self.redis = _one(ours, "redis-server")
-
-    def read(self, workers: list[int]) -> dict[str, Any]:
-        return {
-            "workers": [_cpu(pid) for pid in workers],
-            "postgres": _tree_cpu(self.postmaster),
-            "server": _tree_cpu(self.server),
-            "redis": _cpu(self.redis),
-            "client": cpu_seconds(os.getpid()),
-            "machine": _machine_busy_seconds(),
-        }
-
-    def since(self, before: dict[str, Any], workers: list[int], seconds: float) -> dict[str, Any]:
-        after = self.read(workers)
-        spent = [round(a - b, 3) for a, b in zip(after["workers"], before["workers"], strict=True)]
-        parties = {key: round(after[key] - before[key], 3) for key in (*_PARTIES, "machine")}
-        ours = sum(spent) + sum(parties[key] for key in _PARTIES)
-        return {
-            "seconds": round(seconds, 4),
-            "workers": sorted(spent, reverse=True),
-            **parties,
-            "ours": round(ours, 3),
-        }
-
-
-def _one(pids: list[int], program: str) -> int:
-    matches = [pid for pid in pids if any(program in part for part in cmdline(pid)[:2])]
-    tops = [pid for pid in matches if not any(pid in descendants(other) for other in matches)]
-    if len(tops) != 1:
-        raise RuntimeError(f"expected one {program} under process {os.getpid()}, found {tops}")
-    return tops[0]
-
-
-def _stat(pid: int) -> list[str]:
-    # The command name (field 2) may hold spaces; the fields after it are plain numbers, from field 3 (state) on.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _parent(pid: int) -> int:
-    return int(_stat(pid)[1])
-
-
-def _cpu(pid: int) -> float:
-    """CPU seconds of a live process, 0 for one that has just exited (its time is then its parent's)."""
-    with contextlib.suppress(OSError):
-        return cpu_seconds(pid)
-    return 0.0
-
-
-def _tree_cpu(root: int) -> float:
-    """CPU seconds of `root`, of its live descendants, and of the children it has already waited for.
-
-    PostgreSQL's backends come and go; a finished one's time moves into the postmaster's cutime and cstime, so
-    a difference of two readings counts every process that ran in between.
-    """
-    fields = _stat(root)
-    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-    return cpu_seconds(root) + reaped + sum(_cpu(pid) for pid in descendants(root))
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds all CPUs spent not idle (user, nice, system, irq, softirq, steal) since boot, from /proc/stat."""
-    first = Path("/proc/stat").read_text().splitlines()[0].split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in first[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")

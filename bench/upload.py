@@ -60,6 +60,7 @@ from bench.common import (
     console,
     cpu_seconds,
     descendants,
+    machine_busy_seconds,
     reset_peak_rss,
     status_bytes,
     timed,
@@ -545,7 +546,7 @@ class _Rounds:
         client = time.process_time() + children.ru_utime + children.ru_stime
         server = cpu_seconds(self.stack.server.pid)
         s3 = cpu_seconds(self.stack.weed_pid)
-        return CpuSeconds(client, server, s3, _machine_busy_seconds() - client - server - s3)
+        return CpuSeconds(client, server, s3, machine_busy_seconds() - client - server - s3)
 
     def report(self, section: Section) -> None:
         cli, api, minio, memory = self.cli, self.api, self.minio, self.memory
@@ -609,13 +610,6 @@ class _Rounds:
             "minio_parts": minio_parts,
             "minio_parallel_uploads": MINIO_PARALLEL_UPLOADS,
         }
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds all CPUs have spent busy since boot (/proc/stat: everything but idle and iowait)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _ratio_note(name: str, meaning: str, subject: Transfer, baseline: Transfer, target: float | None) -> str:

@@ -47,6 +47,7 @@ import psycopg
 
 from bench.common import (
     MIB,
+    OPEN_LIMITS,
     Latency,
     Options,
     Section,
@@ -87,15 +88,6 @@ LEASE_SECONDS = 600.0
 SUBSCRIBE_TIMEOUT_SECONDS = 60.0
 #: How long a client keeps reading after the last scheduled update before it gives up on the rest.
 FOLLOW_GRACE_SECONDS = 30.0
-#: High enough to admit every call; the limiter's Redis round trip still happens on each WatchJob.
-LIMITS = {
-    "DATAMILL_RATE_LIMIT_READ_PER_SECOND": "1000000",
-    "DATAMILL_RATE_LIMIT_READ_BURST": "1000000",
-    "DATAMILL_RATE_LIMIT_WRITE_PER_SECOND": "1000000",
-    "DATAMILL_RATE_LIMIT_WRITE_BURST": "1000000",
-    "DATAMILL_QUOTA_CONCURRENT_JOBS": "0",
-    "DATAMILL_QUOTA_DATASETS": "0",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +216,7 @@ def run(options: Options) -> Section:
     load_start = load_average()
     with (
         tempfile.TemporaryDirectory(prefix="datamill-bench-watch-") as tmp,
-        dev_stack(Path(tmp), port=free_port(), workers=0, extra_env=LIMITS) as (target, env),
+        dev_stack(Path(tmp), port=free_port(), workers=0, extra_env=OPEN_LIMITS) as (target, env),
     ):
         server = _find_server()
         postgres = _postmaster(Path(tmp))
@@ -244,7 +236,7 @@ def run(options: Options) -> Section:
     section.notes = _notes(fan_out, main, each, every)
     section.data = {
         "load_average_start": load_start,
-        "limits": LIMITS,
+        "limits": OPEN_LIMITS,
         "channels_per_process": CHANNELS_PER_PROCESS,
         "p99_target_ms": P99_TARGET_MS,
         "runs": {"baseline": baseline.to_json(), "fan_out": main.to_json()},
