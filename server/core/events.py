@@ -103,6 +103,8 @@ class EventHub:
                 inbox.push(RESYNC)
 
     def _deliver(self, payload: str) -> None:
+        if not self._inboxes:  # nobody watches any job here: every Generate's NOTIFY would be parsed for nothing
+            return
         try:
             event = EventRow.from_row(json.loads(payload))
         except (ValueError, KeyError) as exc:
