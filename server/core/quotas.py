@@ -94,16 +94,20 @@ async def send_admission(
 ) -> Admission:
     """Send the tenant's lock and its counts after the job's insert, in the caller's pipeline; `admit` reads them."""
     lock = await conn.execute(_q("lock_tenant_quotas"), {"tenant": new.tenant})
-    usage = await conn.execute(
-        _q("count_admission"),
-        {
-            "tenant": new.tenant,
-            "jobs": defaults.concurrent_jobs,
-            "datasets": defaults.datasets,
-            "dataset": dataset is not None,
-        },
-    )
+    usage = await _send_count(conn, new.tenant, defaults, dataset=dataset is not None)
     return Admission(new, defaults, lock, usage)
+
+
+async def _send_count(
+    conn: psycopg.AsyncConnection[Any], tenant: str, quotas: Quotas, *, dataset: bool
+) -> psycopg.AsyncCursor[Any]:
+    params = {"tenant": tenant, "jobs": quotas.concurrent_jobs, "datasets": quotas.datasets, "dataset": dataset}
+    return await conn.execute(_q("count_usage"), params)
+
+
+def _check_usage(tenant: str, quotas: Quotas, used: Any, adding: int = 0) -> None:
+    for quota in ("concurrent_jobs", "datasets"):
+        check(tenant, quota, getattr(quotas, quota), used[quota] + adding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +126,7 @@ async def admit(admission: Admission) -> None:
     quotas = admission.defaults.overridden(await admission.lock.fetchone())
     if new.kind is JobKind.GENERATE:
         check(new.tenant, "generate_rows", quotas.generate_rows, new.progress_total)
-    used: Any = await admission.usage.fetchone()
-    for quota in ("concurrent_jobs", "datasets"):
-        check(new.tenant, quota, getattr(quotas, quota), used[quota])
+    _check_usage(new.tenant, quotas, await admission.usage.fetchone())
 
 
 async def check_counts(
@@ -135,15 +137,10 @@ async def check_counts(
     A new upload checks before any byte is sent (adding=1), without the lock, and its completion is admitted like
     any job (`send_admission`, `admit`).
     """
-    jobs_cap = quotas.concurrent_jobs + 1 if quotas.concurrent_jobs else 0
-    datasets_cap = quotas.datasets + 1 if quotas.datasets and dataset else 0
-    if not (jobs_cap or datasets_cap):
+    if not (quotas.concurrent_jobs or (quotas.datasets and dataset)):
         return
-    cur = await conn.execute(_q("count_usage"), {"tenant": tenant, "jobs_cap": jobs_cap, "datasets_cap": datasets_cap})
-    used: Any = await cur.fetchone()
-    for quota, cap in (("concurrent_jobs", jobs_cap), ("datasets", datasets_cap)):
-        if cap:
-            check(tenant, quota, getattr(quotas, quota), used[quota] + adding)
+    cur = await _send_count(conn, tenant, quotas, dataset=dataset)  # the tenant's own quotas are these already
+    _check_usage(tenant, quotas, await cur.fetchone(), adding)
 
 
 def set_quotas(conn: psycopg.Connection[Any], tenant: str, changes: dict[str, int | None]) -> dict[str, Any]:

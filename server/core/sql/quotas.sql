@@ -9,20 +9,10 @@ SELECT pg_advisory_xact_lock(hashtextextended('datamill.quota:' || %(tenant)s, 0
 FROM (SELECT 1) AS one LEFT JOIN tenant_quotas q ON q.tenant = %(tenant)s;
 
 -- name: count_usage
--- Both counts in one round trip, each bounded: it stops one past its limit, and a cap of 0 skips it. A separate
--- statement from the lock, so that its snapshot is taken after the lock is held.
-SELECT
-    (SELECT count(*) FROM (
-        SELECT 1 FROM jobs
-        WHERE tenant = %(tenant)s AND state IN ('QUEUED', 'RUNNING') AND parent_id IS NULL
-        LIMIT %(jobs_cap)s
-    ) live) AS concurrent_jobs,
-    (SELECT count(*) FROM (SELECT 1 FROM datasets WHERE tenant = %(tenant)s LIMIT %(datasets_cap)s) held) AS datasets;
-
--- name: count_admission
--- count_usage for admitting a job, with the caps worked out here from the tenant's own quotas (a NULL column, or no
--- row: the server's default, passed in), so that it can be sent together with the lock in one round trip. It is
--- still its own statement after the lock, so its snapshot is taken once the lock is held.
+-- A tenant's live jobs and (with %(dataset)s) datasets, each count bounded: it stops one past the quota, and a quota
+-- of 0 (unlimited) skips it. The quotas are the tenant's own (a NULL column, or no row: the server's default,
+-- passed in), worked out here so that admission sends this together with the lock in one round trip; it is still
+-- its own statement after the lock, so its snapshot is taken once the lock is held.
 SELECT
     (SELECT count(*) FROM (
         SELECT 1 FROM jobs
