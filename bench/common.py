@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -444,7 +445,7 @@ class Meters:
             raise RuntimeError("PostgreSQL did not give its backend pid")
         self.postmaster = parent_pid(int(backend[0]))
         ours = descendants(os.getpid())
-        self.server = only_process(ours, "datamill-server")
+        self.server = server_pid()
         self.redis = only_process(ours, "redis-server")
 
     def read(self, workers: list[int]) -> dict[str, Any]:
@@ -468,6 +469,17 @@ class Meters:
             **parties,
             "ours": round(ours, 3),
         }
+
+
+def server_pid() -> int:
+    """The datamill-server started under this process (with DATAMILL_SERVER_PROCESSES > 1, its supervisor)."""
+    return only_process(descendants(os.getpid()), "datamill-server")
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU time of this process so far (resource.getrusage)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def only_process(pids: list[int], program: str) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import os
 import tempfile
 import time
 import uuid
@@ -38,7 +37,17 @@ import grpc.aio
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.common import OPEN_LIMITS, Latency, Meters, Options, Section, cmdline, console, descendants, status_bytes
+from bench.common import (
+    OPEN_LIMITS,
+    Latency,
+    Meters,
+    Options,
+    Section,
+    console,
+    process_cpu_seconds,
+    server_pid,
+    status_bytes,
+)
 from client._requests import CHANNEL_OPTIONS, to_schema
 from datamill.v1 import job_service_pb2, job_service_pb2_grpc
 from server.dev import dev_stack
@@ -142,7 +151,7 @@ def _stack(settings: dict[str, str], counts: dict[str, int]) -> Iterator[tuple[s
     ):
         job_id = _one_job(target)
         before = _count_jobs(admin)
-        yield target, Meters(admin), job_id, _find_server()
+        yield target, Meters(admin), job_id, server_pid()
         counts["created"] += _count_jobs(admin) - before
 
 
@@ -215,14 +224,6 @@ def _cpu_note(latency: Latency, outcome: _Outcome) -> str:
 
 def _met(met: bool) -> str:
     return "met" if met else "not met"
-
-
-def _find_server() -> int:
-    """The datamill-server under this process (with DATAMILL_SERVER_PROCESSES > 1, the supervisor)."""
-    matches = [pid for pid in descendants(os.getpid()) if any("datamill-server" in part for part in cmdline(pid)[:2])]
-    if len(matches) != 1:
-        raise RuntimeError(f"expected one datamill-server under this process, found {matches}")
-    return matches[0]
 
 
 def _one_job(target: str) -> str:
@@ -304,7 +305,6 @@ def _client_main(plan: _Plan, index: int, pipe: Connection) -> None:
 
 
 async def _client(plan: _Plan, index: int, pipe: Connection) -> _Outcome:
-    import resource  # noqa: PLC0415
 
     channels = [
         grpc.aio.insecure_channel(plan.target, options=[*CHANNEL_OPTIONS, ("grpc.channel_id", i)])
@@ -325,8 +325,7 @@ async def _client(plan: _Plan, index: int, pipe: Connection) -> _Outcome:
     async def meter() -> None:
         for moment in (measure_from, measure_to):
             await asyncio.sleep(max(0.0, moment - time.monotonic()))
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            window.append(usage.ru_utime + usage.ru_stime)
+            window.append(process_cpu_seconds())
 
     # Paced: caller k starts its calls at start + (k / all callers + n) × interval, n = 0, 1, ..., and its latency
     # is counted from that scheduled time, so a slow server cannot hide its queueing by slowing the callers down.

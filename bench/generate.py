@@ -23,6 +23,7 @@ once on two worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import statistics
@@ -33,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import psycopg
 from psycopg import sql
@@ -126,13 +127,9 @@ def run(options: Options) -> Section:
 
     with tempfile.TemporaryDirectory(prefix="datamill-bench-") as tmp:
         console.log("starting the embedded stack (PostgreSQL, Redis, server, 1 worker process)")
-        with (
-            dev_stack(Path(tmp), port=free_port(), workers=1) as (target, env),
-            Client.connect(target) as client,
-            psycopg.connect(env["DATAMILL_DATABASE_URL"], autocommit=True) as admin,
-        ):
+        with _Stack.running(Path(tmp), workers=1) as (stack, env):
+            admin = stack.admin
             section.environment["postgres"] = _postgres_facts(admin)
-            stack = _Stack(client, admin, env["DATAMILL_DATABASE_URL"], STANDARD_SCHEMA)
             workers = _worker_processes(_find_worker(os.getpid()))
 
             console.log("warm-up job")
@@ -275,6 +272,17 @@ class _Stack:
         self.schema = schema
         admin.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(BASELINE_SCHEMA)))
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, data_dir: Path, *, workers: int) -> Iterator[tuple[Self, dict[str, str]]]:
+        """The embedded stack (`dev_stack`) with `workers` worker processes and one of these on it: (stack, env)."""
+        with (
+            dev_stack(data_dir, port=free_port(), workers=workers) as (target, env),
+            Client.connect(target) as client,
+            psycopg.connect(env["DATAMILL_DATABASE_URL"], autocommit=True) as admin,
+        ):
+            yield cls(client, admin, env["DATAMILL_DATABASE_URL"], STANDARD_SCHEMA), env
+
     def run_job(self, rows: int) -> float:
         """Seconds from the Generate call until the job is SUCCEEDED; then check the table's rows."""
         return self.run_jobs(rows, 1)
@@ -287,13 +295,17 @@ class _Stack:
         finals = [self.client.wait(job.id) for job in jobs]
         elapsed = time.perf_counter() - started
         for name, final in zip(names, finals, strict=True):
-            if final.state != job_pb2.JOB_STATE_SUCCEEDED:
-                raise RuntimeError(f"job {final.id} ended {job_pb2.JobState.Name(final.state)}: {final.error.message}")
-            found = self.admin.execute("SELECT table_name FROM datasets WHERE name = %s", (name,)).fetchone()
-            if found is None:
-                raise RuntimeError(f"dataset {name} is missing")
-            self._check_rows(sql.Identifier("datasets", found[0]), rows)
+            self.check_succeeded(final, name, rows)
         return elapsed
+
+    def check_succeeded(self, final: job_pb2.Job, name: str, rows: int) -> None:
+        """RuntimeError unless the job SUCCEEDED and its dataset `name` holds `rows` rows."""
+        if final.state != job_pb2.JOB_STATE_SUCCEEDED:
+            raise RuntimeError(f"job {final.id} ended {job_pb2.JobState.Name(final.state)}: {final.error.message}")
+        found = self.admin.execute("SELECT table_name FROM datasets WHERE name = %s", (name,)).fetchone()
+        if found is None:
+            raise RuntimeError(f"dataset {name} is missing")
+        self._check_rows(sql.Identifier("datasets", found[0]), rows)
 
     def raw_copy(self, payload: _CopyPayload, table: str) -> float:
         """Seconds to create the table and COPY the pre-encoded rows into it, committed."""

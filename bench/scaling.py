@@ -30,15 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from bench.common import Meters, Options, Result, Section, console, paired_ratio, run_rounds
 from bench.generate import STANDARD_SCHEMA, _peak_rss, _postgres_facts, _Stack, _worker_processes
-from client import Client
-from datamill.v1 import job_pb2
-from server.dev import ServiceProcess, dev_stack, worker_process
-from server.devstack import free_port
+from server.dev import ServiceProcess, worker_process
 
 NAME = "scaling"
 WORKER_PROCESSES = (1, 2, 4)
@@ -88,13 +82,7 @@ class _ScalingStack(_Stack):
             elapsed = time.perf_counter() - started
             cpu = meters.since(before, workers, elapsed)
         for name, job in zip(names, jobs, strict=True):
-            final = finals.get(job.id) or self.client.get_job(job.id)
-            if final.state != job_pb2.JOB_STATE_SUCCEEDED:
-                raise RuntimeError(f"job {final.id} ended {job_pb2.JobState.Name(final.state)}: {final.error.message}")
-            found = self.admin.execute("SELECT table_name FROM datasets WHERE name = %s", (name,)).fetchone()
-            if found is None:
-                raise RuntimeError(f"dataset {name} is missing")
-            self._check_rows(sql.Identifier("datasets", found[0]), rows)
+            self.check_succeeded(finals.get(job.id) or self.client.get_job(job.id), name, rows)
         return _Run(elapsed, submitted, cpu)
 
 
@@ -125,14 +113,9 @@ def run(options: Options) -> Section:
 
     with tempfile.TemporaryDirectory(prefix="datamill-bench-") as tmp:
         console.log("starting the embedded stack (PostgreSQL, Redis, server; no worker yet)")
-        with (
-            dev_stack(Path(tmp), port=free_port(), workers=0) as (target, env),
-            Client.connect(target) as client,
-            psycopg.connect(env["DATAMILL_DATABASE_URL"], autocommit=True) as admin,
-        ):
-            section.environment["postgres"] = _postgres_facts(admin)
-            stack = _ScalingStack(client, admin, env["DATAMILL_DATABASE_URL"], STANDARD_SCHEMA)
-            meters = Meters(admin)
+        with _ScalingStack.running(Path(tmp), workers=0) as (stack, env):
+            section.environment["postgres"] = _postgres_facts(stack.admin)
+            meters = Meters(stack.admin)
             logs = Path(tmp) / "logs"
 
             def measure(point: _Point) -> Callable[[int], float]:

@@ -51,14 +51,15 @@ from bench.common import (
     Latency,
     Options,
     Section,
-    cmdline,
     console,
     cpu_seconds,
-    descendants,
     load_average,
     percentile,
+    process_cpu_seconds,
     reset_peak_rss,
+    server_pid,
     status_bytes,
+    tree_cpu_seconds,
 )
 from client._requests import CHANNEL_OPTIONS, generate_request
 from datamill.v1 import job_service_pb2, job_service_pb2_grpc
@@ -218,7 +219,7 @@ def run(options: Options) -> Section:
         tempfile.TemporaryDirectory(prefix="datamill-bench-watch-") as tmp,
         dev_stack(Path(tmp), port=free_port(), workers=0, extra_env=OPEN_LIMITS) as (target, env),
     ):
-        server = _find_server()
+        server = server_pid()
         postgres = _postmaster(Path(tmp))
         with psycopg.connect(env["DATAMILL_DATABASE_URL"]) as conn:
             version = conn.execute("SHOW server_version").fetchone()
@@ -353,7 +354,7 @@ async def _measure(load: _Load, target: str, database_url: str, server: int, pos
             subscribe_cpu = cpu_seconds(server) - server_cpu
             peak_reset = reset_peak_rss(server)
             server_cpu, rss_before = cpu_seconds(server), status_bytes(server, "VmRSS")
-            pg_before = _cpu_of(postgres)
+            pg_before = None if postgres is None else tree_cpu_seconds(postgres)
             commits: dict[tuple[str, int], float] = {}
             lateness: list[float] = []
             first = time.monotonic() + 0.05
@@ -375,7 +376,7 @@ async def _measure(load: _Load, target: str, database_url: str, server: int, pos
                 "peak_reset": peak_reset,
                 "rss_after_bytes": status_bytes(server, "VmRSS"),
             }
-            pg_after = _cpu_of(postgres)
+            pg_after = None if postgres is None else tree_cpu_seconds(postgres)
     finally:
         await pool.close()
     results = [stream for report in reports for stream in report.streams]
@@ -390,7 +391,7 @@ async def _measure(load: _Load, target: str, database_url: str, server: int, pos
         lateness_ms=[seconds * 1000 for seconds in lateness],
         drift_ms=drift(matched, first, load.seconds),
         server=server_facts,
-        postgres_cpu_seconds=_cpu_delta(pg_before, pg_after),
+        postgres_cpu_seconds=None if pg_before is None or pg_after is None else pg_after - pg_before,
         clients=[report.to_json() for report in reports],
     )
 
@@ -467,35 +468,12 @@ async def _drive(
 # --- processes ---------------------------------------------------------------------------------------
 
 
-def _find_server() -> int:
-    matches = [pid for pid in descendants(os.getpid()) if any("datamill-server" in part for part in cmdline(pid)[:2])]
-    if len(matches) != 1:
-        raise RuntimeError(f"expected one datamill-server under this process, found {matches}")
-    return matches[0]
-
-
 def _postmaster(data_dir: Path) -> int | None:
     """PostgreSQL's postmaster (pg_ctl detaches it from us), from its postmaster.pid; None if not found."""
     for path in data_dir.rglob("postmaster.pid"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             return int(path.read_text().split()[0])
     return None
-
-
-def _cpu_of(root: int | None) -> dict[int, float]:
-    if root is None:
-        return {}
-    found = {}
-    for pid in (root, *descendants(root)):
-        with contextlib.suppress(OSError):
-            found[pid] = cpu_seconds(pid)
-    return found
-
-
-def _cpu_delta(before: Mapping[int, float], after: Mapping[int, float]) -> float | None:
-    """CPU used between the two readings by the processes present at both (PostgreSQL's backends)."""
-    common = before.keys() & after.keys()
-    return sum(after[pid] - before[pid] for pid in common) if common else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,11 +567,6 @@ def _client_main(share: _Share, pipe: Connection) -> None:
     pipe.send(("done", report))
 
 
-def _process_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def _client(share: _Share, pipe: Connection) -> _ClientReport:
     started = time.monotonic()
     channels = [
@@ -649,7 +622,7 @@ async def _client(share: _Share, pipe: Connection) -> _ClientReport:
     ]
     await asyncio.wait_for(all_subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
     subscribe_seconds = time.monotonic() - started
-    cpu_before = _process_cpu()
+    cpu_before = process_cpu_seconds()
     pipe.send(("ready", (subscribe_seconds, sum(not result.subscribed for result in results))))
     followed = time.monotonic()
     _, unfinished = await asyncio.wait(tasks, timeout=share.follow_seconds)
@@ -659,7 +632,7 @@ async def _client(share: _Share, pipe: Connection) -> _ClientReport:
     report = _ClientReport(
         streams=results,
         subscribe_seconds=subscribe_seconds,
-        cpu_seconds=_process_cpu() - cpu_before,
+        cpu_seconds=process_cpu_seconds() - cpu_before,
         follow_seconds=time.monotonic() - followed,
         max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     )
